@@ -1,0 +1,23 @@
+//! loupe: an AWS Lambda extension that turns the metric lines a function prints (CloudWatch
+//! Embedded Metric Format) and the platform's own telemetry into OTLP metrics and events.
+//!
+//! Data flows one way, and the modules follow it:
+//! Lambda APIs → decode → parse → aggregate → batch → encode → send.
+
+/// Series keys, cardinality cap, exponential histograms.
+pub mod aggregate;
+/// The `loupe check` command.
+pub mod check;
+/// One typed `Config` from environment variables, read once.
+pub mod config;
+/// Metric lines: cheap pre-check, parse, validate, rejection reasons.
+pub mod emf;
+/// The invocation tracker: per request id start, runtimeDone, report; cold start.
+pub mod invocation;
+/// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.
+pub mod lambda;
+/// loupe-local: a local Lambda for one execution environment (demo and tests only).
+#[cfg(feature = "local")]
+pub mod local;
+/// loupe's own log lines on stderr.
+pub mod logging;

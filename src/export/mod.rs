@@ -5,5 +5,7 @@
 //! configured backend, and counters of what was sent, retried and dropped. Knows nothing of the
 //! Lambda lifecycle: the flush control decides when, this module decides how.
 
+pub mod gzip;
+pub mod http;
 pub mod proto;
 pub mod retry;

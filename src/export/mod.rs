@@ -7,5 +7,6 @@
 
 pub mod gzip;
 pub mod http;
+pub mod otlp;
 pub mod proto;
 pub mod retry;

@@ -52,7 +52,7 @@ pub enum SecretError {
         status: u16,
         message: String,
     },
-    #[error("{service} answer is not what was expected: {0}", service = .service)]
+    #[error("{service} answer is not what was expected: {reason}")]
     BadAnswer {
         service: &'static str,
         #[source]

@@ -12,6 +12,8 @@ pub mod check;
 pub mod config;
 /// Metric lines: cheap pre-check, parse, validate, rejection reasons.
 pub mod emf;
+/// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
+pub mod extension;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

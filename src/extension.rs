@@ -162,6 +162,14 @@ impl LoopState<'_> {
                         log::error!(
                             "event/next failed {failures} times in a row, last: {e}; loupe exits"
                         );
+                        let message = format!("event/next failed {failures} times: {e}");
+                        if let Err(e) = self
+                            .client
+                            .exit_error("Extension.EventNextFailed", &message)
+                            .await
+                        {
+                            log::debug!("exit/error not delivered: {e}");
+                        }
                         let deadline = Instant::now() + DEFAULT_SHUTDOWN_BUDGET;
                         self.summary(None, deadline).await;
                         return ExitCode::FAILURE;

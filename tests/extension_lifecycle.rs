@@ -37,6 +37,10 @@ enum Seen {
     },
     Telemetry(Value),
     Logs(Value),
+    ErrorReport {
+        path: String,
+        error_type: String,
+    },
 }
 
 /// What the fake answers to subscription requests.
@@ -45,6 +49,10 @@ struct Script {
     /// One answer per Telemetry attempt, in order; the last one repeats.
     telemetry: Vec<(u16, &'static str)>,
     logs: (u16, &'static str),
+    /// Register is refused with this answer.
+    register_refused: Option<(u16, &'static str)>,
+    /// Every /event/next fails with a 500.
+    next_fails: bool,
 }
 
 impl Script {
@@ -52,6 +60,8 @@ impl Script {
         Script {
             telemetry: vec![(200, "\"OK\"")],
             logs: (200, "\"OK\""),
+            register_refused: None,
+            next_fails: false,
         }
     }
 }
@@ -221,6 +231,12 @@ async fn handle(
         .get("Lambda-Extension-Identifier")
         .is_some_and(|v| v == "ext-id-1");
     let resp = match (method, path.as_str()) {
+        (Method::POST, "/2020-01-01/extension/register")
+            if shared.script.register_refused.is_some() =>
+        {
+            let (status, body) = shared.script.register_refused.unwrap_or_default();
+            answer(status, body)
+        }
         (Method::POST, "/2020-01-01/extension/register") => {
             let name = headers
                 .get("Lambda-Extension-Name")
@@ -243,6 +259,13 @@ async fn handle(
             403,
             r#"{"errorType":"Extension.MissingExtensionIdentifier"}"#,
         ),
+        (Method::GET, "/2020-01-01/extension/event/next") if shared.script.next_fails => {
+            let _ = shared.seen.send(Seen::Next {
+                runtime_done_posted: false,
+                at_ms: now_ms(),
+            });
+            answer(500, r#"{"errorType":"Fake.Broken"}"#)
+        }
         (Method::GET, "/2020-01-01/extension/event/next") => {
             if shared.shutdown_sent.load(Ordering::SeqCst) {
                 shared.next_after_shutdown.fetch_add(1, Ordering::SeqCst);
@@ -277,6 +300,18 @@ async fn handle(
             let _ = shared.seen.send(Seen::Logs(json_body()));
             let (status, body) = shared.script.logs;
             answer(status, body)
+        }
+        (Method::POST, p) if p.ends_with("/error") => {
+            let error_type = headers
+                .get("Lambda-Extension-Function-Error-Type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let _ = shared.seen.send(Seen::ErrorReport {
+                path: p.to_string(),
+                error_type,
+            });
+            answer(202, "")
         }
         _ => answer(404, "{}"),
     };
@@ -501,6 +536,7 @@ async fn refused_2025_schema_falls_back_to_2022_12_13() {
     let mut fake = Fake::start(Script {
         telemetry: vec![REFUSED, (200, "\"OK\"")],
         logs: REFUSED,
+        ..Script::accept_telemetry()
     })
     .await;
     let loupe = spawn_loupe(&fake, &[("LOUPE_EXTENSION_LOGS", "true")]);
@@ -534,6 +570,7 @@ async fn telemetry_refused_with_400_uses_the_logs_api() {
     let mut fake = Fake::start(Script {
         telemetry: vec![REFUSED],
         logs: (200, "\"OK\""),
+        ..Script::accept_telemetry()
     })
     .await;
     let loupe = spawn_loupe(&fake, &[]);
@@ -578,6 +615,7 @@ async fn telemetry_not_supported_202_uses_the_logs_api() {
     let mut fake = Fake::start(Script {
         telemetry: vec![NOT_SUPPORTED],
         logs: (200, "\"OK\""),
+        ..Script::accept_telemetry()
     })
     .await;
     let loupe = spawn_loupe(&fake, &[]);
@@ -600,6 +638,7 @@ async fn both_refused_stays_harmless() {
     let mut fake = Fake::start(Script {
         telemetry: vec![REFUSED],
         logs: (400, r#"{"errorType":"Logs.ValidationError"}"#),
+        ..Script::accept_telemetry()
     })
     .await;
     let loupe = spawn_loupe(&fake, &[("LOUPE_FLUSH", "end")]);
@@ -674,6 +713,7 @@ async fn managed_instances_never_try_the_logs_api() {
     let mut fake = Fake::start(Script {
         telemetry: vec![REFUSED],
         logs: (200, "\"OK\""),
+        ..Script::accept_telemetry()
     })
     .await;
     let loupe = spawn_loupe(
@@ -825,4 +865,60 @@ async fn exits_zero_within_the_shutdown_deadline() {
     let s = summary(&lines);
     assert_eq!(s["shutdownReason"], "spindown");
     assert_eq!(s["tracker"]["unfinished"], 0, "no platform event arrived");
+}
+
+/// A refused registration: one clear line and a non-zero exit (Lambda then reports the failed
+/// extension), without any further call.
+#[tokio::test]
+async fn refused_registration_exits_with_a_clear_line() {
+    let mut fake = Fake::start(Script {
+        register_refused: Some((
+            403,
+            r#"{"errorType":"Extension.RegistrationClosed","errorMessage":"closed"}"#,
+        )),
+        ..Script::accept_telemetry()
+    })
+    .await;
+    let loupe = spawn_loupe(&fake, &[]);
+    let (status, lines) = loupe.exit(WAIT).await;
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    assert!(
+        lines.iter().any(
+            |l| l.contains("ERROR registering as extension \"loupe\" failed")
+                && l.contains("Extension.RegistrationClosed")
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        fake.seen.try_recv().is_err(),
+        "no call after a refused register"
+    );
+}
+
+/// /event/next failing: a bounded number of retries, an exit error report, then exit.
+#[tokio::test]
+async fn failing_next_is_retried_then_reported() {
+    let mut fake = Fake::start(Script {
+        next_fails: true,
+        ..Script::accept_telemetry()
+    })
+    .await;
+    let loupe = spawn_loupe(&fake, &[]);
+    fake.expect_register().await;
+    fake.expect_telemetry().await;
+    for _ in 0..5 {
+        fake.expect_next().await;
+    }
+    match fake.expect().await {
+        Seen::ErrorReport { path, error_type } => {
+            assert_eq!(path, "/2020-01-01/extension/exit/error");
+            assert_eq!(error_type, "Extension.EventNextFailed");
+        }
+        other => panic!("expected an exit error report, got {other:?}"),
+    }
+    let (status, lines) = loupe.exit(WAIT).await;
+    assert_eq!(status.code(), Some(1));
+    let s = summary(&lines);
+    assert_eq!(s["nextErrors"], 5);
+    assert_eq!(s["shutdownReason"], Value::Null);
 }

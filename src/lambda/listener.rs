@@ -276,4 +276,79 @@ mod tests {
         assert_eq!(s.lambda_dropped_records, 2);
         assert_eq!(s.lambda_dropped_bytes, 10);
     }
+
+    struct Panics;
+    impl PlatformSink for Panics {
+        fn offer(&self, _: Box<PlatformEvent>) -> bool {
+            panic!("a bug downstream");
+        }
+    }
+
+    /// POSTs `body` on a new connection; the status code, or `None` if the connection closed
+    /// without an answer.
+    async fn post(port: u16, body: &str) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let req = format!(
+            "POST /telemetry HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp).await;
+        String::from_utf8_lossy(&resp)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_serving_one_batch_leaves_the_listener_up() {
+        let socket = bind(0).await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let (logs, _rx) = log_queue(16, 1 << 20);
+        let intake = Arc::new(Intake {
+            stats: Arc::new(Stats::default()),
+            platform: Box::new(Panics),
+            logs,
+        });
+        let task = spawn(socket, intake.clone());
+        let wait = Duration::from_secs(30);
+        let platform = r#"[{"time":"t","type":"platform.start","record":{"requestId":"r"}}]"#;
+        let function = r#"[{"time":"t","type":"function","record":"line"}]"#;
+        let first = tokio::time::timeout(wait, post(port, platform))
+            .await
+            .unwrap();
+        assert_eq!(first, None, "the panicking request gets no answer");
+        let second = tokio::time::timeout(wait, post(port, function))
+            .await
+            .unwrap();
+        assert_eq!(second, Some(200));
+        assert_eq!(intake.stats.snapshot().events.get("function"), Some(&1));
+        assert!(!task.is_finished());
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_drained_and_answered_200() {
+        let socket = bind(0).await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let (logs, _rx) = log_queue(16, 1 << 20);
+        let collected = Arc::new(Collect(Default::default()));
+        let intake = Arc::new(Intake {
+            stats: Arc::new(Stats::default()),
+            platform: Box::new(collected),
+            logs,
+        });
+        let task = spawn(socket, intake.clone());
+        let big = format!("[{}]", "1,".repeat(MAX_BODY_BYTES / 2) + "1");
+        let wait = Duration::from_secs(60);
+        assert_eq!(
+            tokio::time::timeout(wait, post(port, &big)).await.unwrap(),
+            Some(200)
+        );
+        let s = intake.stats.snapshot();
+        assert_eq!((s.oversized_bodies, s.batches), (1, 0));
+        task.abort();
+    }
 }

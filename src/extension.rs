@@ -7,8 +7,8 @@
 //! Lambda waits for every extension to register before it starts the runtime, so registration
 //! comes first and everything slow after it. The loop never calls `/next` again after SHUTDOWN,
 //! and a panic in any spawned task is logged while the loop goes on. Flushing hooks in through
-//! [`Flusher`]: after an invocation (with `LOUPE_FLUSH=end`, once that request's runtimeDone has
-//! been applied or its wait reached the deadline) and at SHUTDOWN, bounded by the deadline.
+//! [`Flusher`]: after each INVOKE (with `LOUPE_FLUSH=end`, once that request's runtimeDone has
+//! been applied or its wait reached the deadline) and at SHUTDOWN, each bounded by its deadline.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -45,8 +45,10 @@ const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
 
 /// The seam for flushing: called by the run loop at the points where data must leave.
 pub trait Flusher {
-    /// After an invocation, before the next `/next`; must finish by `deadline`. Called with
-    /// `LOUPE_FLUSH=end` once the request's runtimeDone was applied (or the wait timed out).
+    /// After each INVOKE event, before the next `/next`; must finish by `deadline` (the
+    /// invocation's deadline less a margin). With `LOUPE_FLUSH=end` it is called once the
+    /// request's runtimeDone was applied (or the wait reached the deadline); with the other
+    /// strategies at once, so it decides itself whether to wait.
     fn after_invoke(&mut self, invoke: &InvokeEvent, deadline: Instant)
     -> impl Future<Output = ()>;
     /// At SHUTDOWN, the final drain point; must finish by `deadline`.
@@ -193,21 +195,22 @@ impl LoopState<'_> {
     async fn on_invoke(&mut self, invoke: InvokeEvent, flusher: &mut impl Flusher) {
         self.invokes += 1;
         log::debug!("invoke {}", invoke.request_id);
-        // Without a subscription no runtimeDone can come: waiting would only cost the user.
-        if self.config.flush != FlushStrategy::End || self.subscription.api == Api::None {
-            return;
-        }
         let deadline = deadline_instant(invoke.deadline_ms, DEFAULT_INVOKE_WAIT, INVOKE_MARGIN);
-        match self
-            .tracker
-            .wait_runtime_done(&invoke.request_id, deadline)
-            .await
-        {
-            Some(done) => log::debug!("runtimeDone {} {} applied", invoke.request_id, done.status),
-            None => log::debug!(
-                "no runtimeDone for {} before its deadline",
-                invoke.request_id
-            ),
+        // Without a subscription no runtimeDone can come: waiting would only cost the user.
+        if self.config.flush == FlushStrategy::End && self.subscription.api != Api::None {
+            match self
+                .tracker
+                .wait_runtime_done(&invoke.request_id, deadline)
+                .await
+            {
+                Some(done) => {
+                    log::debug!("runtimeDone {} {} applied", invoke.request_id, done.status)
+                }
+                None => log::debug!(
+                    "no runtimeDone for {} before its deadline",
+                    invoke.request_id
+                ),
+            }
         }
         bounded(deadline, flusher.after_invoke(&invoke, deadline)).await;
     }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::lambda::events::{Platform, PlatformEvent, Span, Status};
+use crate::lambda::events::{PhaseReport, Platform, PlatformEvent, Span, Status};
 use crate::lambda::listener::PlatformSink;
 
 /// Open invocations kept at once.
@@ -252,22 +252,8 @@ impl Tracker {
                 self.stats.completed += 1;
                 self.close(inv);
             }
-            Platform::InitReport(r) | Platform::RestoreReport(r) => {
-                // Both variants carry the same payload; tell them apart by the phase.
-                let kind = if r.initialization_type.is_none() && r.phase.is_none() {
-                    "restore"
-                } else {
-                    "init"
-                };
-                self.push_phase(PhaseInfo {
-                    kind,
-                    initialization_type: r.initialization_type,
-                    phase: r.phase,
-                    status: r.status.as_ref().map(|s| s.as_str().to_string()),
-                    error_type: r.error_type,
-                    duration_ms: r.metrics.duration_ms,
-                });
-            }
+            Platform::InitReport(r) => self.push_phase(phase("init", r)),
+            Platform::RestoreReport(r) => self.push_phase(phase("restore", r)),
             Platform::Fault(text) => {
                 if let Some(id) = fault_request_id(&text) {
                     let id = id.to_string();
@@ -387,6 +373,17 @@ impl Tracker {
             self.phases.pop_front();
         }
         self.phases.push_back(phase);
+    }
+}
+
+fn phase(kind: &'static str, r: PhaseReport) -> PhaseInfo {
+    PhaseInfo {
+        kind,
+        initialization_type: r.initialization_type,
+        phase: r.phase,
+        status: r.status.as_ref().map(|s| s.as_str().to_string()),
+        error_type: r.error_type,
+        duration_ms: r.metrics.duration_ms,
     }
 }
 
@@ -663,8 +660,15 @@ mod tests {
                 report("c", false),
             ],
         );
-        let cold: Vec<(String, bool)> = t
-            .drain()
+        apply(
+            &mut t,
+            &[r#"{"time":"t","type":"platform.restoreReport","record":{"status":"success","metrics":{"durationMs":15.19}}}"#.into()],
+        );
+        let drained = t.drain();
+        assert_eq!(drained.phases.len(), 1);
+        assert_eq!(drained.phases[0].kind, "restore");
+        assert_eq!(drained.phases[0].duration_ms, Some(15.19));
+        let cold: Vec<(String, bool)> = drained
             .invocations
             .into_iter()
             .map(|i| (i.request_id, i.cold_start))

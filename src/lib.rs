@@ -12,6 +12,10 @@ pub mod check;
 pub mod config;
 /// Metric lines: cheap pre-check, parse, validate, rejection reasons.
 pub mod emf;
+/// What loupe ships besides metrics: log lines, EMF events, invocation errors.
+pub mod event;
+/// OTLP encoding, gzip, HTTP send with retry and circuit breaker.
+pub mod export;
 /// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
 pub mod extension;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.

@@ -222,6 +222,13 @@ impl LoopState<'_> {
             SHUTDOWN_MARGIN,
         );
         log::debug!("shutdown ({})", shutdown.shutdown_reason);
+        // The last invocation's report is emitted when loupe called /next and arrives during
+        // this window: wait for it, with half the time left, so the final flush sees it.
+        let now = Instant::now();
+        let settle = now + deadline.saturating_duration_since(now) / 2;
+        if !self.tracker.wait_reports(settle).await {
+            log::debug!("shutdown: still waiting for a report; going on without it");
+        }
         bounded(deadline, flusher.at_shutdown(deadline)).await;
         self.summary(Some(shutdown.shutdown_reason.as_str()), deadline)
             .await;

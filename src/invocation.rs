@@ -286,6 +286,14 @@ impl Tracker {
         }
     }
 
+    /// Open invocations whose runtime finished but whose report has not arrived yet.
+    pub fn awaiting_report(&self) -> usize {
+        self.open
+            .values()
+            .filter(|i| i.runtime_done.is_some())
+            .count()
+    }
+
     /// runtimeDone for `request_id`, if it has been applied (recently).
     pub fn runtime_done(&self, request_id: &str) -> Option<&RuntimeDoneInfo> {
         self.done
@@ -412,6 +420,7 @@ enum Command {
         request_id: String,
         reply: oneshot::Sender<RuntimeDoneInfo>,
     },
+    WaitReports(oneshot::Sender<()>),
     Drain(oneshot::Sender<Drained>),
     Finish(oneshot::Sender<TrackerStats>),
     Stats(oneshot::Sender<TrackerStats>),
@@ -428,6 +437,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Event(_) => "Event",
             Command::WaitRuntimeDone { .. } => "WaitRuntimeDone",
+            Command::WaitReports(_) => "WaitReports",
             Command::Drain(_) => "Drain",
             Command::Finish(_) => "Finish",
             Command::Stats(_) => "Stats",
@@ -444,6 +454,7 @@ pub fn spawn(tracker: Tracker) -> (TrackerHandle, JoinHandle<()>) {
 
 async fn run(mut tracker: Tracker, mut rx: mpsc::Receiver<Command>) {
     let mut waiters: HashMap<String, Vec<oneshot::Sender<RuntimeDoneInfo>>> = HashMap::new();
+    let mut settle: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Event(event) => {
@@ -453,12 +464,27 @@ async fn run(mut tracker: Tracker, mut rx: mpsc::Receiver<Command>) {
                     _ => None,
                 };
                 tracker.apply(*event);
-                if let Some(id) = done_id
-                    && let Some(senders) = waiters.remove(&id)
-                    && let Some(info) = tracker.runtime_done(&id)
-                {
-                    for s in senders {
-                        let _ = s.send(info.clone());
+                if let Some(id) = done_id {
+                    let senders = waiters.remove(&id).unwrap_or_default();
+                    if let Some(info) = tracker.runtime_done(&id) {
+                        for s in senders {
+                            let _ = s.send(info.clone());
+                        }
+                    }
+                }
+                if !settle.is_empty() && tracker.awaiting_report() == 0 {
+                    for s in settle.drain(..) {
+                        let _ = s.send(());
+                    }
+                }
+            }
+            Command::WaitReports(reply) => {
+                if tracker.awaiting_report() == 0 {
+                    let _ = reply.send(());
+                } else {
+                    settle.retain(|s| !s.is_closed());
+                    if settle.len() < MAX_WAITERS {
+                        settle.push(reply);
                     }
                 }
             }
@@ -483,6 +509,7 @@ async fn run(mut tracker: Tracker, mut rx: mpsc::Receiver<Command>) {
             Command::Finish(reply) => {
                 tracker.finish();
                 waiters.clear();
+                settle.clear();
                 let _ = reply.send(tracker.stats());
             }
             Command::Stats(reply) => {
@@ -517,6 +544,12 @@ impl TrackerHandle {
             rx.await.ok()
         };
         tokio::time::timeout_at(deadline, wait).await.ok().flatten()
+    }
+
+    /// Resolves once every open invocation whose runtimeDone arrived also has its report (at
+    /// SHUTDOWN the last report is still on its way); `false` if `deadline` came first.
+    pub async fn wait_reports(&self, deadline: Instant) -> bool {
+        self.ask(Command::WaitReports, deadline).await.is_some()
     }
 
     /// Takes the completed invocation records and phase reports; `None` if the tracker is gone
@@ -809,6 +842,49 @@ mod tests {
         let (h, _task) = spawn(Tracker::default());
         let deadline = Instant::now() + Duration::from_millis(500);
         assert_eq!(h.wait_runtime_done("never", deadline).await, None);
+        assert!(Instant::now() >= deadline);
+    }
+
+    #[tokio::test]
+    async fn wait_reports_resolves_when_the_last_report_arrives() {
+        let (h, _task) = spawn(Tracker::default());
+        let far = Instant::now() + Duration::from_secs(30);
+        // Nothing pending: at once.
+        assert!(h.wait_reports(far).await);
+        for e in events(&format!(
+            "[{},{},{}]",
+            start("a"),
+            done("a", "success"),
+            start("b")
+        )) {
+            assert!(h.try_event(Box::new(e)));
+        }
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move { h.wait_reports(far).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(h.stats(far).await.is_some());
+        assert!(!waiter.is_finished());
+        // "b" never finished its runtime: only "a"'s report is awaited.
+        for e in events(&format!("[{}]", report("a", false))) {
+            assert!(h.try_event(Box::new(e)));
+        }
+        let settled = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("resolves")
+            .expect("task");
+        assert!(settled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_reports_gives_up_at_the_deadline() {
+        let (h, _task) = spawn(Tracker::default());
+        for e in events(&format!("[{},{}]", start("a"), done("a", "success"))) {
+            assert!(h.try_event(Box::new(e)));
+        }
+        let deadline = Instant::now() + Duration::from_millis(300);
+        assert!(!h.wait_reports(deadline).await);
         assert!(Instant::now() >= deadline);
     }
 

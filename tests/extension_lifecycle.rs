@@ -841,6 +841,8 @@ async fn flush_end_waits_for_runtime_done_before_next() {
         deadline - at_ms
     );
 
+    let body = batch(&[report("wait-1"), report("other")]);
+    assert_eq!(post(port, &path, &body).await, 200);
     fake.shutdown("spindown", now_ms() + 10_000).await;
     let (status, lines) = loupe.exit(WAIT).await;
     assert!(status.success());
@@ -921,4 +923,29 @@ async fn failing_next_is_retried_then_reported() {
     let s = summary(&lines);
     assert_eq!(s["nextErrors"], 5);
     assert_eq!(s["shutdownReason"], Value::Null);
+}
+
+/// The last invocation's report comes during SHUTDOWN's window: loupe waits for it (bounded by
+/// half the time left) before its final drain.
+#[tokio::test]
+async fn a_report_arriving_during_shutdown_is_kept() {
+    let mut fake = Fake::start(Script::accept_telemetry()).await;
+    let mut loupe = spawn_loupe(&fake, &[]);
+    let (port, path, _) = init_with_telemetry(&mut fake).await;
+    fake.invoke("last", now_ms() + 60_000).await;
+    let body = batch(&[start("last"), runtime_done("last", "success")]);
+    assert_eq!(post(port, &path, &body).await, 200);
+    fake.expect_next().await;
+    fake.shutdown("spindown", now_ms() + 10_000).await;
+    loupe.wait_line("shutdown (spindown)").await;
+    assert_eq!(post(port, &path, &batch(&[report("last")])).await, 200);
+    let (status, lines) = loupe.exit(WAIT).await;
+    assert!(status.success());
+    let s = summary(&lines);
+    assert_eq!(s["tracker"]["completed"], 1, "{s}");
+    assert_eq!(s["tracker"]["unfinished"], 0);
+    let inv = invocations(&lines);
+    assert_eq!(inv.len(), 1);
+    assert_eq!(inv[0]["report"]["billedDurationMs"], 102);
+    assert_eq!(inv[0]["evicted"], false);
 }

@@ -21,6 +21,9 @@ use super::stats::Stats;
 
 /// A `function` or `extension` record larger than this (as JSON text) is counted and dropped.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// A platform record larger than this is counted as oversized and dropped. Real ones are under
+/// 2 KiB; the cap bounds what the invocation tracker may hold per invocation.
+pub const MAX_PLATFORM_RECORD_BYTES: usize = 16 << 10;
 
 /// One decoded event.
 #[derive(Clone, Debug, PartialEq)]
@@ -447,7 +450,7 @@ pub enum DecodeError {
     },
     #[error("unknown event type {0:?}")]
     UnknownType(String),
-    #[error("{kind} record of {bytes} bytes is over the {MAX_RECORD_BYTES} byte cap")]
+    #[error("{kind} record of {bytes} bytes is over its size cap")]
     Oversized { kind: &'static str, bytes: usize },
 }
 
@@ -499,6 +502,13 @@ pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeErr
         source,
     };
     let mut extra = env.extra.unknown_fields;
+    let is_log = matches!(ty, EventType::Function | EventType::ExtensionLog);
+    if !is_log && record.get().len() > MAX_PLATFORM_RECORD_BYTES {
+        return Err(DecodeError::Oversized {
+            kind: ty.name(),
+            bytes: record.get().len(),
+        });
+    }
     macro_rules! platform {
         ($variant:ident, $t:ty) => {{
             let r: $t = serde_json::from_str(record.get()).map_err(err)?;
@@ -960,6 +970,18 @@ mod tests {
         let s = stats.snapshot();
         assert_eq!(s.oversized_records, 1);
         assert_eq!(s.events.get("function"), Some(&1));
+    }
+
+    #[test]
+    fn oversized_platform_record_is_dropped() {
+        let id = "r".repeat(MAX_PLATFORM_RECORD_BYTES);
+        let body = format!(
+            r#"[{{"time":"t","type":"platform.start","record":{{"requestId":"{id}"}}}},{{"time":"t","type":"platform.start","record":{{"requestId":"ok"}}}}]"#
+        );
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        assert_eq!(events.len(), 1);
+        assert_eq!(stats.snapshot().oversized_records, 1);
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct StatsSnapshot {
     pub unknown_fields: u64,
     pub malformed_events: u64,
     pub malformed_bodies: u64,
-    /// Records over [`super::events::MAX_RECORD_BYTES`], dropped.
+    /// Records over [`super::events::MAX_RECORD_BYTES`] (log lines) or
+    /// [`super::events::MAX_PLATFORM_RECORD_BYTES`] (platform events), dropped.
     pub oversized_records: u64,
     /// Bodies over the listener's cap, drained and dropped.
     pub oversized_bodies: u64,

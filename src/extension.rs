@@ -43,16 +43,30 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_millis(100);
 const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
 
+/// What a [`Flusher`] may use: the tracker (to drain completed invocations for platform
+/// metrics) and the intake counters (for loupe's own metrics).
+#[derive(Clone, Copy, Debug)]
+pub struct FlushContext<'a> {
+    pub tracker: &'a TrackerHandle,
+    pub stats: &'a Stats,
+}
+
 /// The seam for flushing: called by the run loop at the points where data must leave.
 pub trait Flusher {
     /// After each INVOKE event, before the next `/next`; must finish by `deadline` (the
     /// invocation's deadline less a margin). With `LOUPE_FLUSH=end` it is called once the
     /// request's runtimeDone was applied (or the wait reached the deadline); with the other
     /// strategies at once, so it decides itself whether to wait.
-    fn after_invoke(&mut self, invoke: &InvokeEvent, deadline: Instant)
+    fn after_invoke(
+        &mut self,
+        ctx: FlushContext<'_>,
+        invoke: &InvokeEvent,
+        deadline: Instant,
+    ) -> impl Future<Output = ()>;
+    /// At SHUTDOWN, the final drain point, once the last reports arrived (or half the time
+    /// left passed); must finish by `deadline`.
+    fn at_shutdown(&mut self, ctx: FlushContext<'_>, deadline: Instant)
     -> impl Future<Output = ()>;
-    /// At SHUTDOWN, the final drain point; must finish by `deadline`.
-    fn at_shutdown(&mut self, deadline: Instant) -> impl Future<Output = ()>;
 }
 
 /// Flushes nothing: there is nothing to send yet.
@@ -60,8 +74,8 @@ pub trait Flusher {
 pub struct NoFlush;
 
 impl Flusher for NoFlush {
-    async fn after_invoke(&mut self, _: &InvokeEvent, _: Instant) {}
-    async fn at_shutdown(&mut self, _: Instant) {}
+    async fn after_invoke(&mut self, _: FlushContext<'_>, _: &InvokeEvent, _: Instant) {}
+    async fn at_shutdown(&mut self, _: FlushContext<'_>, _: Instant) {}
 }
 
 /// Runs the extension until SHUTDOWN.
@@ -104,9 +118,11 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         tokio::spawn(count_log_lines(log_rx, stats.clone())),
     );
 
-    let subscription = match bind_listener(config.listener_port).await {
-        Ok(socket) => {
-            let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+    let bound = bind_listener(config.listener_port)
+        .await
+        .and_then(|socket| Ok((socket.local_addr()?.port(), socket)));
+    let subscription = match bound {
+        Ok((port, socket)) => {
             let intake = Arc::new(Intake {
                 stats: stats.clone(),
                 platform: Box::new(tracker.clone()),
@@ -212,7 +228,8 @@ impl LoopState<'_> {
                 ),
             }
         }
-        bounded(deadline, flusher.after_invoke(&invoke, deadline)).await;
+        let ctx = self.context();
+        bounded(deadline, flusher.after_invoke(ctx, &invoke, deadline)).await;
     }
 
     async fn on_shutdown(&mut self, shutdown: ShutdownEvent, flusher: &mut impl Flusher) {
@@ -229,9 +246,17 @@ impl LoopState<'_> {
         if !self.tracker.wait_reports(settle).await {
             log::debug!("shutdown: still waiting for a report; going on without it");
         }
-        bounded(deadline, flusher.at_shutdown(deadline)).await;
+        let ctx = self.context();
+        bounded(deadline, flusher.at_shutdown(ctx, deadline)).await;
         self.summary(Some(shutdown.shutdown_reason.as_str()), deadline)
             .await;
+    }
+
+    fn context(&self) -> FlushContext<'_> {
+        FlushContext {
+            tracker: self.tracker,
+            stats: self.stats,
+        }
     }
 
     async fn summary(&self, shutdown_reason: Option<&str>, deadline: Instant) {

@@ -949,3 +949,82 @@ async fn a_report_arriving_during_shutdown_is_kept() {
     assert_eq!(inv[0]["report"]["billedDurationMs"], 102);
     assert_eq!(inv[0]["evicted"], false);
 }
+
+/// Records what the run loop hands the flush seam.
+struct Recording(mpsc::UnboundedSender<String>);
+
+impl loupe::extension::Flusher for Recording {
+    async fn after_invoke(
+        &mut self,
+        ctx: loupe::extension::FlushContext<'_>,
+        invoke: &loupe::lambda::client::InvokeEvent,
+        _deadline: tokio::time::Instant,
+    ) {
+        let soon = tokio::time::Instant::now() + WAIT;
+        let done = ctx
+            .tracker
+            .wait_runtime_done(&invoke.request_id, soon)
+            .await
+            .map(|d| d.status);
+        let _ = self
+            .0
+            .send(format!("after_invoke {} {done:?}", invoke.request_id));
+    }
+
+    async fn at_shutdown(
+        &mut self,
+        ctx: loupe::extension::FlushContext<'_>,
+        deadline: tokio::time::Instant,
+    ) {
+        let drained = ctx.tracker.drain(deadline).await.unwrap_or_default();
+        let ids: Vec<String> = drained
+            .invocations
+            .iter()
+            .map(|i| format!("{}:{}", i.request_id, i.report.is_some()))
+            .collect();
+        let functions = ctx.stats.snapshot().events.get("function").copied();
+        let _ = self
+            .0
+            .send(format!("at_shutdown {ids:?} functions={functions:?}"));
+    }
+}
+
+/// The flush seam, in process: called after runtimeDone with LOUPE_FLUSH=end, and at SHUTDOWN
+/// with the completed invocations ready to drain.
+#[tokio::test]
+async fn flusher_is_called_after_runtime_done_and_at_shutdown() {
+    let mut fake = Fake::start(Script::accept_telemetry()).await;
+    let addr = fake.addr.to_string();
+    let (config, warnings) = loupe::config::Config::from_lookup(|k| match k {
+        "AWS_LAMBDA_RUNTIME_API" => Some(addr.clone()),
+        "LOUPE_FLUSH" => Some("end".into()),
+        _ => None,
+    });
+    assert!(warnings.is_empty());
+    let (tx, mut calls) = mpsc::unbounded_channel();
+    let run = tokio::spawn(loupe::extension::run_with(config, Recording(tx)));
+    fake.expect_register().await;
+    let sub = fake.expect_telemetry().await;
+    let (port, path) = destination(&sub);
+    fake.expect_next().await;
+
+    fake.invoke("seam-1", now_ms() + 60_000).await;
+    let body = batch(&[
+        start("seam-1"),
+        function("a line"),
+        runtime_done("seam-1", "error"),
+    ]);
+    assert_eq!(post(port, &path, &body).await, 200);
+    let call = tokio::time::timeout(WAIT, calls.recv()).await.unwrap();
+    assert_eq!(call.as_deref(), Some("after_invoke seam-1 Some(\"error\")"));
+    fake.expect_next().await;
+    assert_eq!(post(port, &path, &batch(&[report("seam-1")])).await, 200);
+    fake.shutdown("spindown", now_ms() + 10_000).await;
+    let call = tokio::time::timeout(WAIT, calls.recv()).await.unwrap();
+    assert_eq!(
+        call.as_deref(),
+        Some("at_shutdown [\"seam-1:true\"] functions=Some(1)")
+    );
+    let code = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+}

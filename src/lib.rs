@@ -16,6 +16,8 @@ pub mod emf;
 pub mod event;
 /// OTLP encoding, gzip, HTTP send with retry and circuit breaker.
 pub mod export;
+/// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
+pub mod extension;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

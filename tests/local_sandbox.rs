@@ -84,6 +84,10 @@ impl Run {
 /// Runs loupe-local with the sample function and the test extension; `ext_env` goes to the
 /// extension (and the runtime) as `--env`.
 fn run(name: &str, args: &[&str], ext_env: &[(&str, &str)]) -> Run {
+    run_handler(name, args, ext_env, "app.handler")
+}
+
+fn run_handler(name: &str, args: &[&str], ext_env: &[(&str, &str)], handler: &str) -> Run {
     let dir = std::env::temp_dir().join(format!("loupe-local-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -104,7 +108,7 @@ fn run(name: &str, args: &[&str], ext_env: &[(&str, &str)]) -> Run {
     cmd.args(args)
         .arg("--")
         .arg(python())
-        .args(["-m", "awslambdaric", "app.handler"]);
+        .args(["-m", "awslambdaric", handler]);
     let output = cmd.output().expect("run loupe-local");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -735,4 +739,54 @@ fn failing_subscriber_gets_logs_dropped() {
     assert_eq!(c["failedBatches"], 1);
     assert_eq!(c["droppedRecords"], dropped[0]["record"]["droppedRecords"]);
     assert_eq!(r.statuses(), ["success"]);
+}
+
+#[test]
+fn init_error_is_reported_and_init_retried_at_invoke() {
+    let r = run_handler(
+        "init-error",
+        &["--handler", "missing.handler"],
+        &[],
+        "missing.handler",
+    );
+    let inits: Vec<(&str, &str, &str)> = r.report["inits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["phase"].as_str().unwrap(),
+                i["status"].as_str().unwrap(),
+                i["errorType"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        inits,
+        [
+            ("init", "error", "Runtime.ImportModuleError"),
+            ("invoke", "error", "Runtime.ImportModuleError")
+        ],
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.statuses(), ["failure"]);
+    assert_eq!(
+        r.report["invocations"][0]["errorType"],
+        "Runtime.ImportModuleError"
+    );
+    let done = r.typed("platform.initRuntimeDone");
+    assert!(!done.is_empty());
+    assert!(done.iter().all(|e| e["record"]["status"] == "error"
+        && e["record"]["errorType"] == "Runtime.ImportModuleError"));
+    let reports = r.typed("platform.initReport");
+    assert!(reports.iter().all(|e| e["record"]["status"] == "error"));
+    // Each failed init shuts the extension down with reason failure; it is launched again.
+    let reasons: Vec<&str> = r
+        .events()
+        .iter()
+        .filter_map(|e| e["shutdownReason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["failure", "failure"]);
+    assert_eq!(r.report["extensions"].as_array().unwrap().len(), 2);
 }

@@ -166,6 +166,8 @@ pub async fn serve(port: u16, calls: mpsc::Sender<Call>) -> std::io::Result<Sock
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors or similar: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
             if calls.is_closed() {

@@ -8,8 +8,8 @@
 //! # What it does like Lambda
 //! - Init: every executable file directly in `--extensions-dir` starts at once (at most 10) and
 //!   must register (name = file name) before the runtime starts; init ends when the runtime and
-//!   every registered extension have called `/next`. Budget 10 s (130 s on Managed Instances; the
-//!   function timeout for an init retried at invoke). Registration, Telemetry and Logs
+//!   every registered extension have called `/next`. Budget 10 s (130 s on Managed Instances),
+//!   also for an init retried at invoke, where Lambda would use the function timeout. Registration, Telemetry and Logs
 //!   subscriptions are refused after init (403 `Extension.RegistrationClosed`,
 //!   `Telemetry.SubscriptionClosed`). Records emitted during init are replayed to a subscriber
 //!   that subscribes later in init.
@@ -66,6 +66,14 @@
 //!   API is refused with a ValidationError (the two are exclusive).
 //! - `responseDuration` is reported as 0 ms (the response arrives in one piece).
 //! - No SnapStart, provisioned concurrency, response streaming or X-Ray daemon.
+
+/// One line to stderr; a closed or full stderr is ignored rather than a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 pub mod api;
 pub mod args;
@@ -136,11 +144,11 @@ pub fn run(argv: &[String]) -> i32 {
             0
         }
         Err(e @ Error::Args(_)) => {
-            eprintln!("loupe-local: {e}\n\n{}", args::USAGE);
+            say!("loupe-local: {e}\n\n{}", args::USAGE);
             2
         }
         Err(e) => {
-            eprintln!("loupe-local: {e}");
+            say!("loupe-local: {e}");
             1
         }
     }
@@ -159,7 +167,7 @@ fn try_run(argv: &[String]) -> Result<(), Error> {
     let report = rt.block_on(async {
         let (tx, rx) = mpsc::channel(256);
         let addr = api::serve(opts.port, tx).await.map_err(Error::Bind)?;
-        eprintln!("loupe-local: APIs on {addr}");
+        say!("loupe-local: APIs on {addr}");
         let report_path = opts.report.clone();
         let report = sandbox::Sandbox::new(opts, payloads, addr, rx).run().await;
         Ok::<_, Error>((report, report_path))

@@ -193,6 +193,18 @@ pub fn signal_process(pid: u32, signal: i32) {
     }
 }
 
+/// Whether the process is stopped (state `T` in /proc/PID/stat); `None` once it is gone.
+pub fn is_stopped(pid: u32) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_state(&stat).map(|c| c == 'T' || c == 't')
+}
+
+/// The state letter after the `(comm)` field, which may itself hold spaces and parentheses.
+fn parse_state(stat: &str) -> Option<char> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
 /// Peak resident memory (VmHWM) of a process in KiB, from /proc; `None` once it is gone.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -253,6 +265,14 @@ mod tests {
         let (lines, rest) = split(4, &[b"01234567"]);
         assert_eq!(lines, vec![b"0123".to_vec()]);
         assert_eq!(rest, Some(b"4567".to_vec()));
+    }
+
+    #[test]
+    fn reads_process_state() {
+        assert_eq!(parse_state("42 (a) b) T 1 2"), Some('T'));
+        assert_eq!(parse_state("42 (python3) S 1 2"), Some('S'));
+        assert_eq!(parse_state("garbage"), None);
+        assert_eq!(is_stopped(std::process::id()), Some(false));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct RunReport {
     pub counters: Vec<CounterEntry>,
     pub refused: Vec<RefusedEntry>,
     pub refused_dropped: u64,
+    /// Freezes whose SIGSTOP was seen to take effect on every process.
+    pub freezes: u64,
 }
 
 #[derive(Debug, Serialize)]

@@ -39,6 +39,8 @@ pub const RUNTIME_SHUTDOWN_SHARE: Duration = Duration::from_millis(300);
 const MAX_REPLAY: usize = 2000;
 /// How long in-flight deliveries may delay a freeze.
 const FREEZE_DRAIN: Duration = Duration::from_secs(1);
+/// How long a SIGSTOP may take to show in /proc.
+const STOP_CHECK: Duration = Duration::from_millis(500);
 
 /// Variables Lambda gives the runtime but not extensions.
 const RUNTIME_ONLY: [&str; 6] = [
@@ -439,14 +441,14 @@ impl Sandbox {
 
     fn on_interrupt(&mut self) {
         if self.interrupted {
-            eprintln!("loupe-local: interrupted again, killing everything");
+            say!("loupe-local: interrupted again, killing everything");
             for pid in self.pids() {
                 process::signal_group(pid, libc::SIGCONT);
                 process::signal_group(pid, libc::SIGKILL);
             }
             std::process::exit(130);
         }
-        eprintln!("loupe-local: interrupted; finishing the current invocation, then shutting down");
+        say!("loupe-local: interrupted; finishing the current invocation, then shutting down");
         self.interrupted = true;
     }
 
@@ -486,7 +488,7 @@ impl Sandbox {
                 match owner {
                     Owner::Runtime => {
                         if !self.opts.quiet {
-                            eprintln!("[function] {text}");
+                            say!("[function] {text}");
                         }
                         if let Some(inv) = &mut self.env.invocation {
                             inv.log_lines += 1;
@@ -497,7 +499,7 @@ impl Sandbox {
                     }
                     Owner::Extension { name, report_idx } => {
                         if !self.opts.quiet {
-                            eprintln!("[{name}] {text}");
+                            say!("[{name}] {text}");
                         }
                         if stderr {
                             if let Some(e) = self.report.extensions.get_mut(report_idx) {
@@ -915,7 +917,7 @@ impl Sandbox {
             self.procs_tx.clone(),
         )
         .map_err(|e| {
-            eprintln!(
+            say!(
                 "loupe-local: cannot start the runtime {:?}: {e}",
                 self.opts.runtime_command
             );
@@ -939,11 +941,11 @@ impl Sandbox {
             return Ok(());
         };
         let paths = process::list_extensions(&dir).map_err(|e| {
-            eprintln!("loupe-local: cannot list {}: {e}", dir.display());
+            say!("loupe-local: cannot list {}: {e}", dir.display());
             "Extension.LaunchError".to_string()
         })?;
         if paths.len() > MAX_EXTENSIONS {
-            eprintln!(
+            say!(
                 "loupe-local: {} extensions, Lambda allows {MAX_EXTENSIONS}",
                 paths.len()
             );
@@ -970,7 +972,7 @@ impl Sandbox {
             let argv = vec![path.to_string_lossy().into_owned()];
             let pid = process::spawn(id, &argv, &env, &RUNTIME_ONLY, &cwd, self.procs_tx.clone())
                 .map_err(|e| {
-                eprintln!(
+                say!(
                     "loupe-local: cannot start extension {}: {e}",
                     path.display()
                 );
@@ -1049,8 +1051,24 @@ impl Sandbox {
             s.env.subscribers.iter().all(|(_, x)| !x.in_flight)
         })
         .await;
-        for pid in self.pids() {
-            process::signal_group(pid, libc::SIGSTOP);
+        let pids = self.pids();
+        for pid in &pids {
+            process::signal_group(*pid, libc::SIGSTOP);
+        }
+        // A stop takes effect when the target next runs; wait (bounded) until every process shows
+        // it, so the freeze is real before the next step, and count the freezes that were seen.
+        let limit = Instant::now() + STOP_CHECK;
+        loop {
+            let stopped = pids.iter().all(|p| process::is_stopped(*p).unwrap_or(true));
+            if stopped {
+                self.report.freezes += 1;
+                break;
+            }
+            if Instant::now() >= limit {
+                say!("loupe-local: processes did not show as stopped within {STOP_CHECK:?}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -1072,10 +1090,12 @@ impl Sandbox {
             ..Env::default()
         };
         let t0 = Instant::now();
-        let budget = match (self.managed(), phase) {
-            (true, _) => MANAGED_INIT_BUDGET,
-            (false, "init") => INIT_BUDGET,
-            (false, _) => self.opts.timeout,
+        // Lambda bounds an init retried at invoke by the function timeout as well; loupe-local
+        // keeps 10 s there so a short test timeout does not starve a slow runtime start.
+        let budget = if self.managed() {
+            MANAGED_INIT_BUDGET
+        } else {
+            INIT_BUDGET.max(self.opts.timeout)
         };
         let deadline = Some(t0 + budget);
         let info = self.init_info(phase);
@@ -1113,7 +1133,7 @@ impl Sandbox {
                 Ok(())
             }
             Err((_, t)) => {
-                eprintln!("loupe-local: init failed: {t}");
+                say!("loupe-local: init failed: {t}");
                 self.shutdown("failure").await;
                 Err(t)
             }

@@ -12,6 +12,10 @@ pub mod check;
 pub mod config;
 /// Metric lines: cheap pre-check, parse, validate, rejection reasons.
 pub mod emf;
+/// What loupe ships besides metrics: log lines, EMF events, invocation errors.
+pub mod event;
+/// OTLP encoding, gzip, HTTP send with retry and circuit breaker.
+pub mod export;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

@@ -77,7 +77,12 @@ pub enum Samples {
     /// `{Values, Counts}`: each value seen `count` times.
     Weighted(Vec<(f64, u64)>),
     /// `{Max, Min, Sum, Count}`: a pre-aggregated statistic set.
-    Stats { min: f64, max: f64, sum: f64, count: u64 },
+    Stats {
+        min: f64,
+        max: f64,
+        sum: f64,
+        count: u64,
+    },
 }
 
 macro_rules! units {

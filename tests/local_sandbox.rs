@@ -790,3 +790,236 @@ fn init_error_is_reported_and_init_retried_at_invoke() {
     assert_eq!(reasons, ["failure", "failure"]);
     assert_eq!(r.report["extensions"].as_array().unwrap().len(), 2);
 }
+
+fn init_rows(r: &Run) -> Vec<(String, String, String)> {
+    r.report["inits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["phase"].as_str().unwrap_or("").to_string(),
+                i["status"].as_str().unwrap_or("").to_string(),
+                i["errorType"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn extension_crash_in_init_fails_the_init() {
+    let r = run("ext-crash", &[], &[("LOUPE_TEST_INIT_CRASH", "1")]);
+    let rows = init_rows(&r);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|(_, s, e)| s == "failure" && e == "Extension.Crash"),
+        "{rows:?}"
+    );
+    assert_eq!(r.statuses(), ["failure"]);
+    let exts = r.report["extensions"].as_array().unwrap();
+    assert!(
+        exts.iter()
+            .all(|e| e["exitCode"] == 5 && e["registered"] == true)
+    );
+    assert!(
+        exts[0]["stderr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "test-ext: crashing during init")
+    );
+}
+
+#[test]
+fn extension_init_error_fails_the_init_with_its_type() {
+    let r = run("ext-init-error", &[], &[("LOUPE_TEST_INIT_ERROR", "1")]);
+    assert_eq!(r.of_kind("init-error")[0]["status"], 202);
+    let rows = init_rows(&r);
+    assert_eq!(
+        rows[0],
+        (
+            "init".into(),
+            "error".into(),
+            "Extension.ConfigInvalid".into()
+        )
+    );
+    assert_eq!(
+        r.report["extensions"][0]["errorType"],
+        "Extension.ConfigInvalid"
+    );
+    assert_eq!(r.statuses(), ["failure"]);
+}
+
+#[test]
+fn extension_ignoring_shutdown_is_killed_at_the_deadline() {
+    let r = run("ext-hang", &[], &[("LOUPE_TEST_HANG", "1")]);
+    assert_eq!(r.statuses(), ["success"]);
+    let e = &r.report["extensions"][0];
+    assert_eq!(e["events"], serde_json::json!(["INVOKE", "SHUTDOWN"]));
+    assert_eq!(e["exitCode"], Value::Null);
+    assert_eq!(e["exitSignal"], 9);
+    assert!(e["shutdownMs"].as_f64().unwrap() > 0.0);
+    assert!(r.stdout.contains("killed by signal 9"), "{}", r.stdout);
+}
+
+/// A runtime written for this test: before it becomes a runtime it calls the APIs the wrong ways
+/// and records the answers, then serves one invocation by hand.
+const PROBE_RUNTIME: &str = r#"
+import json, os, urllib.request, urllib.error
+API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+OUT = os.environ["LOUPE_TEST_PROBE_OUT"]
+def call(method, path, body=None, headers=None):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(f"http://{API}{path}", data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, dict((k.lower(), v) for k, v in r.headers.items()), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, {}, e.read().decode()
+res = {}
+def probe(name, *a):
+    status, _, body = call(*a)
+    try:
+        body = json.loads(body)
+    except ValueError:
+        pass
+    res[name] = {"status": status, "errorType": body.get("errorType") if isinstance(body, dict) else None}
+reg = "/2020-01-01/extension/register"
+probe("register-no-name", "POST", reg, {"events": ["INVOKE"]})
+probe("register-bad-event", "POST", reg, {"events": ["BOGUS"]}, {"Lambda-Extension-Name": "x"})
+probe("register-config-keys", "POST", reg, {"events": ["INVOKE"], "configurationKeys": ["a"]}, {"Lambda-Extension-Name": "x"})
+probe("register-unknown-name", "POST", reg, {"events": ["INVOKE"]}, {"Lambda-Extension-Name": "nobody"})
+probe("register-not-json", "POST", reg, b"{", {"Lambda-Extension-Name": "x"})
+probe("next-no-id", "GET", "/2020-01-01/extension/event/next")
+probe("next-unknown-id", "GET", "/2020-01-01/extension/event/next", None, {"Lambda-Extension-Identifier": "nope"})
+probe("telemetry-no-id", "PUT", "/2022-07-01/telemetry", {"schemaVersion": "2022-12-13"})
+probe("exit-error-unknown-id", "POST", "/2020-01-01/extension/exit/error", None, {"Lambda-Extension-Identifier": "nope"})
+probe("unknown-route", "GET", "/2018-06-01/nothing")
+probe("response-unknown-id", "POST", "/2018-06-01/runtime/invocation/nope/response", {"a": 1})
+status, headers, body = call("GET", "/2018-06-01/runtime/invocation/next")
+rid = headers.get("lambda-runtime-aws-request-id")
+res["invocation"] = {"status": status, "payload": json.loads(body), "requestId": rid,
+    "deadline": headers.get("lambda-runtime-deadline-ms"), "arn": headers.get("lambda-runtime-invoked-function-arn"),
+    "trace": headers.get("lambda-runtime-trace-id")}
+res["env"] = {k: os.environ.get(k) for k in ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION",
+    "AWS_DEFAULT_REGION", "AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_INITIALIZATION_TYPE", "_HANDLER", "LAMBDA_TASK_ROOT",
+    "AWS_EXECUTION_ENV", "TZ", "EXTRA"]}
+probe("response", "POST", f"/2018-06-01/runtime/invocation/{rid}/response", {"echo": res["invocation"]["payload"]})
+probe("response-again", "POST", f"/2018-06-01/runtime/invocation/{rid}/response", {"x": 2})
+probe("init-error-late", "POST", "/2018-06-01/runtime/init/error", {"errorType": "X"})
+with open(OUT, "w") as f:
+    json.dump(res, f)
+call("GET", "/2018-06-01/runtime/invocation/next")
+"#;
+
+#[test]
+fn api_misuse_is_refused_as_lambda_does() {
+    let dir = std::env::temp_dir().join(format!("loupe-local-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("probe.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_loupe-local"))
+        .args([
+            "--quiet",
+            "--memory",
+            "256",
+            "--function-name",
+            "probe",
+            "--region",
+            "eu-west-1",
+        ])
+        .args(["--handler", "probe.handler", "--payload", "{\"n\": 7}"])
+        .arg("--env")
+        .arg(format!("LOUPE_TEST_PROBE_OUT={}", out.display()))
+        .args(["--env", "EXTRA=yes", "--"])
+        .arg(python())
+        .args(["-c", PROBE_RUNTIME])
+        .output()
+        .expect("run loupe-local");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let res: Value = serde_json::from_slice(&std::fs::read(&out).expect("probe output")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let expect = [
+        ("register-no-name", 403, "Extension.InvalidExtensionName"),
+        ("register-bad-event", 403, "Extension.InvalidEventType"),
+        ("register-config-keys", 403, "InvalidRequestFormat"),
+        (
+            "register-unknown-name",
+            403,
+            "Extension.InvalidExtensionName",
+        ),
+        ("register-not-json", 403, "InvalidRequestFormat"),
+        ("next-no-id", 403, "Extension.MissingExtensionIdentifier"),
+        (
+            "next-unknown-id",
+            403,
+            "Extension.UnknownExtensionIdentifier",
+        ),
+        (
+            "telemetry-no-id",
+            403,
+            "Extension.MissingExtensionIdentifier",
+        ),
+        (
+            "exit-error-unknown-id",
+            403,
+            "Extension.UnknownExtensionIdentifier",
+        ),
+        ("unknown-route", 404, "NotFound"),
+        ("response-unknown-id", 400, "InvalidRequestID"),
+        ("response-again", 400, "InvalidStateTransition"),
+        ("init-error-late", 403, "Runtime.InvalidStateTransition"),
+    ];
+    for (name, status, error_type) in expect {
+        assert_eq!(res[name]["status"], status, "{name}: {}", res[name]);
+        assert_eq!(res[name]["errorType"], error_type, "{name}");
+    }
+    assert_eq!(res["response"]["status"], 202);
+    let inv = &res["invocation"];
+    assert_eq!(inv["status"], 200);
+    assert_eq!(inv["payload"], serde_json::json!({"n": 7}));
+    assert_eq!(inv["requestId"].as_str().map(str::len), Some(36));
+    assert!(inv["deadline"].as_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);
+    assert_eq!(
+        inv["arn"],
+        "arn:aws:lambda:eu-west-1:123456789012:function:probe"
+    );
+    assert!(inv["trace"].as_str().unwrap().starts_with("Root=1-"));
+    let env = &res["env"];
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "probe");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_VERSION"], "$LATEST");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
+    assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/probe");
+    assert!(
+        env["AWS_LAMBDA_LOG_STREAM_NAME"]
+            .as_str()
+            .unwrap()
+            .contains("/[$LATEST]")
+    );
+    assert_eq!(
+        (
+            env["AWS_REGION"].as_str(),
+            env["AWS_DEFAULT_REGION"].as_str()
+        ),
+        (Some("eu-west-1"), Some("eu-west-1"))
+    );
+    assert_eq!(env["AWS_LAMBDA_LOG_FORMAT"], "Text");
+    assert_eq!(env["AWS_LAMBDA_INITIALIZATION_TYPE"], "on-demand");
+    assert_eq!(env["_HANDLER"], "probe.handler");
+    assert!(
+        env["LAMBDA_TASK_ROOT"]
+            .as_str()
+            .is_some_and(|p| Path::new(p).is_absolute())
+    );
+    assert!(
+        env["AWS_EXECUTION_ENV"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("AWS_Lambda_"))
+    );
+    assert_eq!(env["TZ"], ":UTC");
+    assert_eq!(env["EXTRA"], "yes");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("invocations: 1 (success 1)"), "{summary}");
+}

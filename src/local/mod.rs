@@ -35,7 +35,8 @@
 //!   type. A runtime `/error` response is status `error` with its error type (no reset).
 //! - Shutdown (reason `spindown` after the last invocation): SIGTERM to the runtime, which gets
 //!   300 ms of the 2000 ms window, then SIGKILL; buffered telemetry is delivered; SHUTDOWN goes to
-//!   every extension registered for it (others are killed at once), with `deadlineMs` = start of
+//!   every extension registered for it (others are killed at once, except one that reported an
+//!   error, which is given the window to exit), with `deadlineMs` = start of
 //!   shutdown + 2000 ms; SIGKILL at the deadline. Exit codes and time from SHUTDOWN to exit go to
 //!   the report.
 //! - Logs: each line the runtime writes to stdout/stderr is a `function` record, each line of an

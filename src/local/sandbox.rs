@@ -1487,7 +1487,11 @@ impl Sandbox {
             if e.exited.is_some() {
                 continue;
             }
-            if e.wants("SHUTDOWN") && e.error.is_none() {
+            if e.error.is_some() {
+                // It reported an error and is exiting by itself; killed at the deadline if not.
+                let e = &mut self.env.extensions[i];
+                e.shutdown_sent_at.get_or_insert_with(Instant::now);
+            } else if e.wants("SHUTDOWN") {
                 self.send_event(i, "SHUTDOWN", &event);
                 let e = &mut self.env.extensions[i];
                 e.shutdown_sent_at.get_or_insert_with(Instant::now);

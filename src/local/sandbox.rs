@@ -371,7 +371,7 @@ impl Sandbox {
             if !s.due(now, force) {
                 continue;
             }
-            if let Some(batch) = s.take_batch(now_ms, now) {
+            if let Some(batch) = s.take_batch(now_ms) {
                 let tx = self.deliv_tx.clone();
                 let (port, path, key) = (s.sub.port, s.sub.path.clone(), *key);
                 tokio::spawn(async move {

@@ -157,9 +157,9 @@ pub struct Counters {
 pub struct Subscriber {
     pub extension: String,
     pub sub: Subscription,
-    queue: VecDeque<String>,
+    /// Rendered records with the time each was queued.
+    queue: VecDeque<(Instant, String)>,
     queued_bytes: usize,
-    oldest: Option<Instant>,
     pub in_flight: bool,
     pub counters: Counters,
     /// Records and bytes lost since the last logsDropped this subscriber was told about.
@@ -173,7 +173,6 @@ impl Subscriber {
             sub,
             queue: VecDeque::new(),
             queued_bytes: 0,
-            oldest: None,
             in_flight: false,
             counters: Counters::default(),
             unannounced: (0, 0),
@@ -213,8 +212,7 @@ impl Subscriber {
             return;
         }
         self.queued_bytes += text.len();
-        self.queue.push_back(text);
-        self.oldest.get_or_insert(now);
+        self.queue.push_back((now, text));
     }
 
     fn lose(&mut self, records: u64, bytes: u64) {
@@ -230,8 +228,9 @@ impl Subscriber {
 
     /// When the oldest queued record's timeoutMs runs out.
     pub fn deadline(&self) -> Option<Instant> {
-        self.oldest
-            .map(|t| t + Duration::from_millis(u64::from(self.sub.buffering.timeout_ms)))
+        self.queue
+            .front()
+            .map(|(t, _)| *t + Duration::from_millis(u64::from(self.sub.buffering.timeout_ms)))
     }
 
     /// Whether a batch should go now: a limit is reached, timeoutMs passed, or `force`.
@@ -247,7 +246,7 @@ impl Subscriber {
     }
 
     /// Cuts the next batch (at most maxItems records and about maxBytes) and marks it in flight.
-    pub fn take_batch(&mut self, now_ms: u64, now: Instant) -> Option<Batch> {
+    pub fn take_batch(&mut self, now_ms: u64) -> Option<Batch> {
         if self.in_flight || self.is_empty() {
             return None;
         }
@@ -268,7 +267,7 @@ impl Subscriber {
             }
         }
         self.unannounced = (0, 0);
-        while let Some(front) = self.queue.front() {
+        while let Some((_, front)) = self.queue.front() {
             let full = parts.len() >= self.sub.buffering.max_items as usize
                 || (size + front.len() > self.sub.buffering.max_bytes as usize
                     && !parts.is_empty());
@@ -277,15 +276,10 @@ impl Subscriber {
             }
             size += front.len() + 1;
             self.queued_bytes -= front.len();
-            if let Some(t) = self.queue.pop_front() {
+            if let Some((_, t)) = self.queue.pop_front() {
                 parts.push(t);
             }
         }
-        self.oldest = if self.queue.is_empty() {
-            None
-        } else {
-            Some(now)
-        };
         if parts.is_empty() {
             return None;
         }
@@ -477,15 +471,12 @@ mod tests {
         s.offer(&line("a"), now);
         assert!(!s.due(now, false));
         assert!(s.due(now + Duration::from_millis(100), false));
-        let b = s.take_batch(0, now).unwrap();
+        let b = s.take_batch(0).unwrap();
         assert_eq!(b.records, 1);
         let v: Value = serde_json::from_slice(&b.body).unwrap();
         assert_eq!(v[0]["type"], "function");
         assert_eq!(v[0]["record"], "a");
-        assert!(
-            s.take_batch(0, now).is_none(),
-            "one batch in flight at a time"
-        );
+        assert!(s.take_batch(0).is_none(), "one batch in flight at a time");
         s.finished(1, b.body.len() as u64, true);
         assert_eq!(s.counters.delivered_records, 1);
 
@@ -497,7 +488,7 @@ mod tests {
             "queue capped at 4 x maxItems"
         );
         assert!(s.due(now, false), "maxItems reached");
-        let b = s.take_batch(0, now).unwrap();
+        let b = s.take_batch(0).unwrap();
         assert_eq!(b.records, 1000, "maxItems, the logsDropped notice included");
         let v: Value = serde_json::from_slice(&b.body).unwrap();
         assert_eq!(v[0]["type"], "platform.logsDropped");

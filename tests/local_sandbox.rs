@@ -152,6 +152,10 @@ fn text_format_lifecycle_and_telemetry() {
     assert_eq!(body["functionName"], "loupe-local-function");
     assert_eq!(body["functionVersion"], "$LATEST");
     assert_eq!(body["handler"], "app.handler");
+    assert_eq!(
+        body["accountId"], "123456789012",
+        "Accept-Feature: accountId"
+    );
     let sub = r.of_kind("subscribe");
     assert_eq!(
         (sub[0]["status"].as_i64(), sub[0]["body"].as_str()),

@@ -40,6 +40,8 @@ pub enum ApiCall {
     },
     Register {
         name: Option<String>,
+        /// `Lambda-Extension-Accept-Feature` lists `accountId`.
+        account_id: bool,
         body: Bytes,
     },
     ExtensionNext {
@@ -113,6 +115,8 @@ pub fn route(method: &str, path: &str, headers: &hyper::HeaderMap, body: Bytes) 
         },
         ("POST", "/2020-01-01/extension/register") => ApiCall::Register {
             name: header(headers, "lambda-extension-name"),
+            account_id: header(headers, "lambda-extension-accept-feature")
+                .is_some_and(|f| f.split(',').any(|x| x.trim() == "accountId")),
             body,
         },
         ("GET", "/2020-01-01/extension/event/next") => ApiCall::ExtensionNext { id: id() },
@@ -277,6 +281,7 @@ mod tests {
             route("POST", "/2020-01-01/extension/register", &h, b()),
             ApiCall::Register {
                 name: Some("ext".into()),
+                account_id: false,
                 body: b()
             }
         );

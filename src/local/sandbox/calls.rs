@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::Sandbox;
+use super::{ACCOUNT_ID, Sandbox};
 use crate::local::api::{ApiCall, Reply};
 use crate::local::args::ApiSwitch;
 use crate::local::records::{Api, Kind};
@@ -90,7 +90,11 @@ impl Sandbox {
                     _ => Reply::error(403, "Runtime.InvalidStateTransition", "init is over"),
                 }
             }
-            ApiCall::Register { name, body } => self.register(name, &body),
+            ApiCall::Register {
+                name,
+                account_id,
+                body,
+            } => self.register(name, account_id, &body),
             ApiCall::ExtensionError { id, error_type, .. } => match self.ext_by_id(&id) {
                 Err(r) => r,
                 Ok(i) => {
@@ -157,15 +161,25 @@ impl Sandbox {
         }
     }
 
-    pub(super) fn register(&mut self, name: Option<String>, body: &[u8]) -> Reply {
-        let reply = self.try_register(name.clone(), body);
+    pub(super) fn register(
+        &mut self,
+        name: Option<String>,
+        account_id: bool,
+        body: &[u8],
+    ) -> Reply {
+        let reply = self.try_register(name.clone(), account_id, body);
         if reply.status != 200 {
             self.refuse(name, "register", &reply);
         }
         reply
     }
 
-    pub(super) fn try_register(&mut self, name: Option<String>, body: &[u8]) -> Reply {
+    pub(super) fn try_register(
+        &mut self,
+        name: Option<String>,
+        account_id: bool,
+        body: &[u8],
+    ) -> Reply {
         if !self.env.init_open {
             return Reply::error(
                 403,
@@ -245,14 +259,17 @@ impl Sandbox {
                 ("lambda-extension-identifier", id),
                 ("content-type", "application/json".into()),
             ],
-            body: Bytes::from(
-                json!({
+            body: Bytes::from({
+                let mut body = json!({
                     "functionName": self.opts.function_name,
                     "functionVersion": "$LATEST",
                     "handler": self.opts.handler,
-                })
-                .to_string(),
-            ),
+                });
+                if let (true, Some(obj)) = (account_id, body.as_object_mut()) {
+                    obj.insert("accountId".into(), json!(ACCOUNT_ID));
+                }
+                body.to_string()
+            }),
         }
     }
 

@@ -25,6 +25,8 @@ use super::report::{InvocationEntry, RunReport};
 use super::telemetry::{self, Subscriber};
 use super::util;
 
+/// The account id in ARNs and in the register answer.
+pub const ACCOUNT_ID: &str = "123456789012";
 /// Lambda's limit on external extensions.
 pub const MAX_EXTENSIONS: usize = 10;
 /// Init budget of an on-demand environment.
@@ -236,7 +238,7 @@ impl Sandbox {
 
     fn function_arn(&self) -> String {
         format!(
-            "arn:aws:lambda:{}:123456789012:function:{}",
+            "arn:aws:lambda:{}:{ACCOUNT_ID}:function:{}",
             self.opts.region, self.opts.function_name
         )
     }

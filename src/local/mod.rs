@@ -2,8 +2,8 @@
 //! Telemetry and Logs APIs on 127.0.0.1, runs a runtime command and every extension beside it,
 //! and reports what happened. Used by the demo and the tests; never part of the layer.
 //!
-//! In: command-line options (see [`args::USAGE`]). Out: a summary on stdout, the processes'
-//! output on stderr (prefixed), and with `--report FILE` a JSON report ([`report::RunReport`]).
+//! In: command-line options (see [`crate::local::args::USAGE`]). Out: a summary on stdout, the processes'
+//! output on stderr (prefixed), and with `--report FILE` a JSON report ([`crate::local::report::RunReport`]).
 //!
 //! # What it does like Lambda
 //! - Init: every executable file directly in `--extensions-dir` starts at once (at most 10) and

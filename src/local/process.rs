@@ -112,6 +112,16 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    // If loupe-local dies without its shutdown (a crash, SIGKILL), take the child along rather
+    // than leave it running, or stopped for ever.
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2), which
+    // is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     for k in remove {
         cmd.env_remove(k);
     }

@@ -1027,3 +1027,42 @@ fn api_misuse_is_refused_as_lambda_does() {
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(summary.contains("invocations: 1 (success 1)"), "{summary}");
 }
+
+#[test]
+fn init_timeout_is_reported() {
+    // The extension never registers: init times out (budget shortened from 10 s for the test).
+    let r = run(
+        "init-timeout",
+        &["--init-timeout", "1"],
+        &[("LOUPE_TEST_NO_REGISTER", "1")],
+    );
+    let rows = init_rows(&r);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|(_, s, e)| s == "timeout" && e == "Sandbox.Timeout"),
+        "{rows:?}"
+    );
+    assert_eq!(r.statuses(), ["failure"]);
+    let exts = r.report["extensions"].as_array().unwrap();
+    assert!(
+        exts.iter()
+            .all(|e| e["registered"] == false && e["exitSignal"] == 9),
+        "{exts:?}"
+    );
+}
+
+#[test]
+fn long_lines_are_split_at_256_kib() {
+    let n = 256 * 1024 + 1000;
+    let payload = format!("{{\"logBytes\": {n}}}");
+    let r = run("long-line", &["--payload", &payload], &[]);
+    let xs: Vec<usize> = r
+        .typed("function")
+        .iter()
+        .filter_map(|e| e["record"].as_str())
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b == b'x'))
+        .map(str::len)
+        .collect();
+    assert_eq!(xs, [256 * 1024, 1000]);
+}

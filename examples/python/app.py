@@ -13,6 +13,7 @@ Payload fields that change the outcome:
 - `fail`: raise an error after printing the user id (status `error`).
 - `sleepMs`: sleep that long (past the function timeout gives status `timeout`).
 - `crash`: exit the process (status `failure`, Runtime.ExitError).
+- `logBytes`: print one line of that many characters (long log lines).
 """
 
 import logging
@@ -78,6 +79,10 @@ def handler(event, context, metrics):
         if user_id is not None:
             feedback.set_property("userId", str(user_id))
         feedback.flush_sync()
+
+    log_bytes = event.get("logBytes")
+    if isinstance(log_bytes, int) and 0 < log_bytes <= 8 * 1024 * 1024:
+        print("x" * log_bytes, flush=True)
 
     sleep_ms = event.get("sleepMs")
     if isinstance(sleep_ms, (int, float)) and sleep_ms > 0:

@@ -18,6 +18,7 @@ extension, serving the Runtime, Extensions, Telemetry and Logs APIs on 127.0.0.1
   --payload JSON              the payload of every invocation (default {})
   --payloads FILE             one JSON payload per line, used in turn
   --timeout SECONDS           function timeout (default 3)
+  --init-timeout SECONDS      init budget (default 10; 130 with --managed-instances)
   --memory MB                 memory size (default 128)
   --function-name NAME        function name (default loupe-local-function)
   --handler NAME              _HANDLER (default app.handler)
@@ -70,6 +71,8 @@ pub struct Options {
     pub invocations: Option<u32>,
     pub payloads: PayloadSource,
     pub timeout: Duration,
+    /// `None`: Lambda's budget (10 s, 130 s on Managed Instances).
+    pub init_timeout: Option<Duration>,
     pub memory_mb: u32,
     pub function_name: String,
     pub handler: String,
@@ -98,6 +101,7 @@ impl Default for Options {
             invocations: None,
             payloads: PayloadSource::Fixed("{}".to_string()),
             timeout: Duration::from_secs(3),
+            init_timeout: None,
             memory_mb: 128,
             function_name: "loupe-local-function".to_string(),
             handler: "app.handler".to_string(),
@@ -214,6 +218,13 @@ pub fn parse(args: &[String]) -> Result<Options, ArgsError> {
                 }
                 o.timeout = Duration::from_secs_f64(secs);
             }
+            "--init-timeout" => {
+                let secs: f64 = v.parse().map_err(|_| bad(name, v, "seconds"))?;
+                if !(secs > 0.0 && secs <= 900.0) {
+                    return Err(bad(name, v, "seconds between 0 and 900"));
+                }
+                o.init_timeout = Some(Duration::from_secs_f64(secs));
+            }
             "--memory" => {
                 let mb: u32 = number(name, v)?;
                 if !(128..=10_240).contains(&mb) {
@@ -316,6 +327,8 @@ mod tests {
             "{\"a\":1}",
             "--timeout",
             "0.5",
+            "--init-timeout",
+            "2",
             "--memory",
             "256",
             "--function-name",
@@ -345,6 +358,7 @@ mod tests {
         assert_eq!(o.invocations, Some(4));
         assert_eq!(o.payloads, PayloadSource::Fixed("{\"a\":1}".into()));
         assert_eq!(o.timeout, Duration::from_millis(500));
+        assert_eq!(o.init_timeout, Some(Duration::from_secs(2)));
         assert_eq!(o.memory_mb, 256);
         assert_eq!(o.log_format, LogFormat::Json);
         assert_eq!(o.env, vec![("A".to_string(), "b=c".to_string())]);

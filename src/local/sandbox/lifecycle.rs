@@ -213,10 +213,10 @@ impl Sandbox {
         let t0 = Instant::now();
         // Lambda bounds an init retried at invoke by the function timeout as well; loupe-local
         // keeps 10 s there so a short test timeout does not starve a slow runtime start.
-        let budget = if self.managed() {
-            MANAGED_INIT_BUDGET
-        } else {
-            INIT_BUDGET.max(self.opts.timeout)
+        let budget = match self.opts.init_timeout {
+            Some(t) => t,
+            None if self.managed() => MANAGED_INIT_BUDGET,
+            None => INIT_BUDGET.max(self.opts.timeout),
         };
         let deadline = Some(t0 + budget);
         let info = self.init_info(phase);

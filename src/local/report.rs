@@ -16,7 +16,7 @@ pub const MAX_STDERR_LINES: usize = 200;
 /// Refused API calls kept in the report.
 pub const MAX_REFUSED: usize = 200;
 /// Bytes of a function response kept in the report.
-pub const MAX_RESPONSE: usize = 64 * 1024;
+pub const MAX_RESPONSE: usize = 8 * 1024;
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -77,7 +77,12 @@ pub enum Samples {
     /// `{Values, Counts}`: each value seen `count` times.
     Weighted(Vec<(f64, u64)>),
     /// `{Max, Min, Sum, Count}`: a pre-aggregated statistic set.
-    Stats { min: f64, max: f64, sum: f64, count: u64 },
+    Stats {
+        min: f64,
+        max: f64,
+        sum: f64,
+        count: u64,
+    },
 }
 
 macro_rules! units {
@@ -115,16 +120,8 @@ units! {
     CountPerSecond => "Count/Second", None => "None",
 }
 
-/// Why a line was rejected, or a warning on an accepted one. `as_str` gives the reason code used
-/// in counters, `loupe check` and `EXPECTED.tsv`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
-    // The parser adds the variants of research/emf.md section 5 here.
-}
+mod parse;
+mod reason;
 
-impl Reason {
-    /// The reason code, e.g. `json_parse_error`.
-    pub fn as_str(self) -> &'static str {
-        match self {}
-    }
-}
+pub use parse::{parse, parse_bytes};
+pub use reason::Reason;

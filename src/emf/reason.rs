@@ -77,4 +77,5 @@ reasons! {
     MetricValueNotNumeric => "metric_value_not_numeric", validation, false;
     MetricValueNull => "metric_value_null", validation, false;
     DirectiveHasNoMetrics => "directive_has_no_metrics", validation, false;
+    TooManyDataPoints => "too_many_data_points", validation, false;
 }

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -182,13 +182,25 @@ impl<'de> Visitor<'de> for RootVisitor {
             let value = if key == "_aws" {
                 Member::Aws(map.next_value::<Node<'de>>()?)
             } else {
-                Member::Raw(map.next_value::<&'de RawValue>()?)
+                let raw = map.next_value::<&'de RawValue>()?;
+                // serde_json skips a raw value without its recursion limit; apply it here so a
+                // line nested too deep is refused the same wherever the nesting sits.
+                if matches!(raw.get().as_bytes().first(), Some(b'[' | b'{'))
+                    && max_nesting(raw.get().as_bytes()) >= MAX_MEMBER_NESTING
+                {
+                    return Err(de::Error::custom("recursion limit exceeded"));
+                }
+                Member::Raw(raw)
             };
             members.push((key, value));
         }
         Ok(TextRoot(members))
     }
 }
+
+/// Nesting depth at which a root member is refused: serde_json refuses a document nested 128
+/// deep, and the root object is one level.
+const MAX_MEMBER_NESTING: usize = 127;
 
 /// A dimension target: a string or something else.
 #[derive(Debug, PartialEq)]
@@ -558,15 +570,6 @@ impl<'a> Raw<'a> {
         match self {
             Raw::Text(raw) => serde_json::from_str(raw.get()),
             Raw::Value(v) => T::deserialize(v),
-        }
-    }
-
-    /// Is the member nested deeper than serde_json's recursion limit (128)? Asked only after a
-    /// decode failed, to tell a nesting error from a shape error.
-    pub(crate) fn nesting_too_deep(self) -> bool {
-        match self {
-            Raw::Text(raw) => max_nesting(raw.get().as_bytes()) >= 128,
-            Raw::Value(_) => false,
         }
     }
 

@@ -27,8 +27,8 @@
 //! * **Numbers.** A metric value must be finite with |v| ≤ 2^360, and zero or |v| ≥ 2^-360
 //!   (the `PutMetricData` range). `1e400` as a metric value is `metric_value_not_numeric` (as in
 //!   `EXPECTED.tsv`); `NaN`/`Infinity` literals are `json_parse_error`.
-//! * **Nesting.** JSON nested deeper than serde_json's limit (128) is `json_parse_error`,
-//!   whether in `_aws`, a metric target or a property; it never recurses without bound.
+//! * **Nesting.** A line nested as deep as serde_json refuses (128 levels, the root included)
+//!   is `json_parse_error`, wherever the nesting sits; nothing recurses without bound.
 //!   A property serde_json cannot hold (e.g. the number `1e400`) also makes the line
 //!   `json_parse_error`, as parsing the line into a `serde_json::Value` would.
 //! * **Properties** are the root members that are not `_aws` and are not named by any

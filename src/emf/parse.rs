@@ -441,9 +441,6 @@ fn extract<'a>(
                     found.add(Reason::MetricValueNotNumeric);
                     continue;
                 }
-                Err(_) if raw.nesting_too_deep() => {
-                    return Verdict::Rejected(vec![Reason::JsonParseError]);
-                }
                 Err(_) => {
                     found.add(Reason::MetricValueNotNumeric);
                     continue;

@@ -46,7 +46,7 @@ reasons! {
     JsonParseError => "json_parse_error", parsing, false;
     TextBeforeJson => "text_before_json", parsing, false;
     EventTooLarge => "event_too_large", parsing, false;
-    EmfInsideLambdaJsonEnvelope => "emf_inside_lambda_json_envelope", parsing, false;
+    EmfInsideLambdaJsonEnvelope => "emf_inside_lambda_json_envelope", parsing, true;
     EmfV0RootCloudWatchMetricsIgnored => "emf_v0_root_cloudwatchmetrics_ignored", validation, false;
     LambdaPrefixStripped => "lambda_prefix_stripped", validation, true;
     // Stage 3: the event as a whole.

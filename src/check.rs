@@ -171,14 +171,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write, progress: b
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
     });
-    let parse_opts = ParseOptions {
-        now_ms,
-        record_time_ms: Some(now_ms),
-        check_timestamp: opts.check_timestamp,
-        strict_dimensions: false,
-    };
-    let mut tally = Tally::new();
-    let mut progress = progress.then(Progress::new);
+    let mut checker = Checker::new(opts, now_ms, progress);
     let mut failed_input = false;
     let stdin_name: OsString = "-".into();
     let files = if opts.files.is_empty() {
@@ -190,31 +183,12 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write, progress: b
         let result = if file == "-" {
             let stdin = io::stdin();
             let mut lock = stdin.lock();
-            check_input(
-                "<stdin>",
-                &mut lock,
-                opts,
-                &parse_opts,
-                &mut tally,
-                out,
-                &mut progress,
-                err,
-            )
+            checker.input("<stdin>", &mut lock, out, err)
         } else {
-            let name = file.to_string_lossy();
             match std::fs::File::open(file) {
                 Ok(f) => {
                     let mut reader = io::BufReader::with_capacity(64 * 1024, f);
-                    check_input(
-                        &name,
-                        &mut reader,
-                        opts,
-                        &parse_opts,
-                        &mut tally,
-                        out,
-                        &mut progress,
-                        err,
-                    )
+                    checker.input(&file.to_string_lossy(), &mut reader, out, err)
                 }
                 Err(e) => Err(InputError::Read(e)),
             }
@@ -222,29 +196,23 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write, progress: b
         match result {
             Ok(()) => {}
             Err(InputError::Write(e)) => {
-                if let Some(p) = progress.as_mut() {
-                    p.clear(err);
-                }
+                checker.clear_progress(err);
                 if e.kind() == io::ErrorKind::BrokenPipe {
-                    return status(opts, &tally, failed_input);
+                    return checker.status(failed_input);
                 }
                 let _ = writeln!(err, "loupe check: cannot write the output: {e}");
                 return 2;
             }
             Err(InputError::Read(e)) => {
-                if let Some(p) = progress.as_mut() {
-                    p.clear(err);
-                }
+                checker.clear_progress(err);
                 let _ = writeln!(err, "loupe check: {}: {e}", file.to_string_lossy());
                 failed_input = true;
             }
         }
     }
-    if let Some(p) = progress.as_mut() {
-        p.clear(err);
-    }
+    checker.clear_progress(err);
     if opts.summary {
-        let written = serde_json::to_writer_pretty(&mut *out, &tally.summary())
+        let written = serde_json::to_writer_pretty(&mut *out, &checker.tally.summary())
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out));
         if let Err(e) = written {
@@ -254,17 +222,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write, progress: b
             }
         }
     }
-    status(opts, &tally, failed_input)
-}
-
-fn status(opts: &Options, tally: &Tally, failed_input: bool) -> i32 {
-    if failed_input {
-        2
-    } else if opts.strict && tally.rejected_lines > 0 {
-        1
-    } else {
-        0
-    }
+    checker.status(failed_input)
 }
 
 enum InputError {
@@ -272,52 +230,93 @@ enum InputError {
     Write(io::Error),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_input(
-    name: &str,
-    input: &mut dyn BufRead,
-    opts: &Options,
-    parse_opts: &ParseOptions,
-    tally: &mut Tally,
-    out: &mut dyn Write,
-    progress: &mut Option<Progress>,
-    err: &mut dyn Write,
-) -> Result<(), InputError> {
-    let mut lines = LineReader::new(input, MAX_LINE_BYTES);
-    let mut number: u64 = 0;
-    let mut report = String::new();
-    loop {
-        let line = match lines.next_line() {
-            Ok(Some(line)) => line,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(InputError::Read(e)),
-        };
-        number += 1;
-        report.clear();
-        match line {
-            Line::Complete(bytes) => check_line(bytes, parse_opts, tally, &mut report),
-            Line::TooLong { may_be_emf, bytes } => {
-                if may_be_emf {
-                    let reasons = [Reason::EventTooLarge];
-                    tally.rejected(&reasons);
-                    describe_rejection(
-                        &reasons,
-                        None,
-                        Some(&format!("the line has {bytes} bytes")),
-                        &mut report,
-                    );
+/// The state of one `check` run across its inputs.
+struct Checker {
+    summary: bool,
+    strict: bool,
+    parse_opts: ParseOptions,
+    tally: Tally,
+    progress: Option<Progress>,
+}
+
+impl Checker {
+    fn new(opts: &Options, now_ms: i64, progress: bool) -> Checker {
+        Checker {
+            summary: opts.summary,
+            strict: opts.strict,
+            parse_opts: ParseOptions {
+                now_ms,
+                record_time_ms: Some(now_ms),
+                check_timestamp: opts.check_timestamp,
+                strict_dimensions: false,
+            },
+            tally: Tally::new(),
+            progress: progress.then(Progress::new),
+        }
+    }
+
+    fn status(&self, failed_input: bool) -> i32 {
+        if failed_input {
+            2
+        } else if self.strict && self.tally.rejected_lines > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    fn clear_progress(&mut self, err: &mut dyn Write) {
+        if let Some(p) = self.progress.as_mut() {
+            p.clear(err);
+        }
+    }
+
+    /// Checks every line of one input, printing findings as `name:line: ...`.
+    fn input(
+        &mut self,
+        name: &str,
+        input: &mut dyn BufRead,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result<(), InputError> {
+        let mut lines = LineReader::new(input, MAX_LINE_BYTES);
+        let mut number: u64 = 0;
+        let mut report = String::new();
+        loop {
+            let line = match lines.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(InputError::Read(e)),
+            };
+            number += 1;
+            report.clear();
+            match line {
+                Line::Complete(bytes) => {
+                    check_line(bytes, &self.parse_opts, &mut self.tally, &mut report)
+                }
+                Line::TooLong { may_be_emf, bytes } => {
+                    if may_be_emf {
+                        let reasons = [Reason::EventTooLarge];
+                        self.tally.rejected(&reasons);
+                        describe_rejection(
+                            &reasons,
+                            None,
+                            Some(&format!("the line has {bytes} bytes")),
+                            &mut report,
+                        );
+                    }
                 }
             }
-        }
-        if !opts.summary && !report.is_empty() {
-            for l in report.lines() {
-                writeln!(out, "{name}:{number}: {l}").map_err(InputError::Write)?;
+            if !self.summary && !report.is_empty() {
+                for l in report.lines() {
+                    writeln!(out, "{name}:{number}: {l}").map_err(InputError::Write)?;
+                }
             }
-        }
-        tally.lines += 1;
-        if number % 1024 == 0 {
-            if let Some(p) = progress.as_mut() {
-                p.tick(name, number, tally, err);
+            self.tally.lines += 1;
+            if number % 1024 == 0 {
+                if let Some(p) = self.progress.as_mut() {
+                    p.tick(name, number, &self.tally, err);
+                }
             }
         }
     }
@@ -1134,29 +1133,13 @@ mod tests {
 
     fn run_on(input: &str, opts: &Options) -> (String, i32) {
         let mut out = Vec::new();
-        let mut err = Vec::new();
-        let mut tally = Tally::new();
-        let parse_opts = ParseOptions {
-            now_ms: opts.now_ms.unwrap_or(0),
-            record_time_ms: opts.now_ms,
-            check_timestamp: opts.check_timestamp,
-            strict_dimensions: false,
-        };
+        let mut checker = Checker::new(opts, opts.now_ms.unwrap_or(0), false);
         let mut reader = input.as_bytes();
-        let r = check_input(
-            "t.log",
-            &mut reader,
-            opts,
-            &parse_opts,
-            &mut tally,
-            &mut out,
-            &mut None,
-            &mut err,
-        );
+        let r = checker.input("t.log", &mut reader, &mut out, &mut Vec::new());
         assert!(r.is_ok());
         (
             String::from_utf8(out).expect("utf-8 output"),
-            status(opts, &tally, false),
+            checker.status(false),
         )
     }
 
@@ -1305,24 +1288,9 @@ mod tests {
         let mut input = b"{\"_aws\": \xff\xfe}\n".to_vec();
         input.extend_from_slice(b"plain \xff log\n");
         let mut out = Vec::new();
-        let mut tally = Tally::new();
-        let parse_opts = ParseOptions {
-            now_ms: 0,
-            record_time_ms: None,
-            check_timestamp: false,
-            strict_dimensions: false,
-        };
+        let mut checker = Checker::new(&opts(), 0, false);
         let mut reader = &input[..];
-        let r = check_input(
-            "t.log",
-            &mut reader,
-            &opts(),
-            &parse_opts,
-            &mut tally,
-            &mut out,
-            &mut None,
-            &mut Vec::new(),
-        );
+        let r = checker.input("t.log", &mut reader, &mut out, &mut Vec::new());
         assert!(r.is_ok());
         let out = String::from_utf8(out).expect("utf-8");
         assert!(
@@ -1330,7 +1298,7 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.lines().count(), 1);
-        assert_eq!(tally.lines, 2);
+        assert_eq!(checker.tally.lines, 2);
     }
 
     #[test]

@@ -27,16 +27,16 @@
 //! ([`MAX_SCALE`]); starting finer would only buy accuracy nobody asked for with memory the user
 //! pays for. A range of `R` (largest over smallest magnitude) covers `log2(R)` octaves, and at scale
 //! 5 it needs at most `32·log2(R) + 2` buckets: 1e6 is 19.93 octaves, so [`MAX_BUCKETS`] = 640
-//! keeps scale 5 for any range up to `2^(639/32)` ≈ 1.03e6. A wider range halves the scale
-//! (downscale by one merges bucket pairs) until it fits, and the error bound is that of the new
-//! scale (2.19 % at scale 4, up to a 1e12 range at scale 4... each step doubles the octaves that
-//! fit). The 640 buckets are shared by the positive and negative ranges, so a series that has
-//! both signs gets the 1e6 range for the two together.
+//! keeps scale 5 for any range up to `2^(639/32)` ≈ 1.03e6. A wider range lowers the scale
+//! (one step merges bucket pairs and doubles the octaves that fit: scale 4 holds ranges up to
+//! about 1e12, with the 2.19 % bound of that scale) until it fits. The 640 buckets are shared by
+//! the positive and negative ranges: a series with both signs keeps scale 5 while the spans of
+//! its two ranges, in buckets, add up to at most 640 (e.g. 1e3 of positives and 5e2 of negatives).
 //!
 //! # Memory
 //! Counts are `u64`; both ranges together never hold more than [`MAX_BUCKETS`] counts, and their
 //! allocations never exceed that either (growth is capped), so one histogram is at most
-//! `640 × 8 = 5,120` bytes of counts plus [`size_of::<Histogram>()`] (about 100 bytes).
+//! `640 × 8 = 5,120` bytes of counts plus `size_of::<Histogram>()` (about 100 bytes).
 //!
 //! # Queries
 //! * `quantile(q)`: the value of rank `r = max(1, ⌈q·count⌉)` in ascending order (the

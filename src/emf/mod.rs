@@ -179,6 +179,7 @@ units! {
     CountPerSecond => "Count/Second", None => "None",
 }
 
+mod aws;
 mod json;
 mod parse;
 mod reason;

@@ -12,9 +12,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::aws::AwsField;
 use super::{MAX_METRIC_VALUES, Samples};
@@ -66,54 +65,12 @@ impl<'de> Visitor<'de> for StrVisitor {
     }
 }
 
-/// The root object of a text line, split in one pass: `_aws` decoded (the last one when it
-/// repeats), every other member kept as raw text in document order.
+/// The root object of a text line, split in one pass (see `scan`): `_aws` decoded (the last
+/// one when it repeats), every other member kept as raw JSON text in document order.
 pub(crate) struct TextRoot<'a> {
     pub(crate) aws: Option<AwsField<'a>>,
-    pub(crate) members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub(crate) members: Vec<(Cow<'a, str>, &'a str)>,
 }
-
-impl<'de> Deserialize<'de> for TextRoot<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(RootVisitor)
-    }
-}
-
-struct RootVisitor;
-
-impl<'de> Visitor<'de> for RootVisitor {
-    type Value = TextRoot<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextRoot<'de>, A::Error> {
-        let mut root = TextRoot {
-            aws: None,
-            members: Vec::with_capacity(16),
-        };
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if key == "_aws" {
-                root.aws = Some(map.next_value::<AwsField<'de>>()?);
-                continue;
-            }
-            let raw = map.next_value::<&'de RawValue>()?;
-            // serde_json skips a raw value without its recursion limit; apply it here so a
-            // line nested too deep is refused the same wherever the nesting sits.
-            if matches!(raw.get().as_bytes().first(), Some(b'[' | b'{'))
-                && max_nesting(raw.get().as_bytes()) >= MAX_MEMBER_NESTING
-            {
-                return Err(de::Error::custom("recursion limit exceeded"));
-            }
-            root.members.push((key, raw));
-        }
-        Ok(root)
-    }
-}
-
-/// Nesting depth at which a root member is refused: serde_json refuses a document nested 128
-/// deep, and the root object is one level.
-const MAX_MEMBER_NESTING: usize = 127;
 
 /// A dimension target: a string or something else.
 #[derive(Debug, PartialEq)]
@@ -472,7 +429,8 @@ impl<'de> Visitor<'de> for LenientArrayVisitor {
 /// Where a root member's value lives: raw text or a parsed `Value`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Raw<'a> {
-    Text(&'a RawValue),
+    /// Raw JSON text of exactly one valid value.
+    Text(&'a str),
     Value(&'a Value),
 }
 
@@ -481,15 +439,14 @@ impl<'a> Raw<'a> {
     /// than serde_json's limit) is returned as is.
     pub(crate) fn decode<T: Deserialize<'a>>(self) -> Result<T, serde_json::Error> {
         match self {
-            Raw::Text(raw) => serde_json::from_str(raw.get()),
+            Raw::Text(raw) => serde_json::from_str(raw),
             Raw::Value(v) => T::deserialize(v),
         }
     }
 
     /// The member as a metric target.
     pub(crate) fn target(self) -> Target {
-        if let Raw::Text(raw) = self {
-            let text = raw.get();
+        if let Raw::Text(text) = self {
             // A raw member is valid JSON, so text starting with `-` or a digit is exactly one
             // JSON number, which `f64::from_str` reads correctly rounded (and `1e400` as ∞,
             // which the range check refuses).
@@ -509,7 +466,7 @@ impl<'a> Raw<'a> {
     /// The member as a dimension value.
     pub(crate) fn dim_value(self) -> DimValue<'a> {
         if let Raw::Text(raw) = self
-            && let Some(s) = plain_string(raw.get())
+            && let Some(s) = plain_string(raw)
         {
             return DimValue::Str(Cow::Borrowed(s));
         }
@@ -519,39 +476,13 @@ impl<'a> Raw<'a> {
     /// The member as an owned `Value` (for properties).
     pub(crate) fn to_value(self) -> Result<Value, serde_json::Error> {
         match self {
-            Raw::Text(raw) => match plain_string(raw.get()) {
+            Raw::Text(raw) => match plain_string(raw) {
                 Some(s) => Ok(Value::String(s.to_owned())),
-                None => serde_json::from_str(raw.get()),
+                None => serde_json::from_str(raw),
             },
             Raw::Value(v) => Ok(v.clone()),
         }
     }
-}
-
-/// The deepest array/object nesting in valid JSON text (brackets inside strings do not count).
-fn max_nesting(json: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
-    for &b in json {
-        if in_str {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
 }
 
 /// The contents of a JSON string literal without escapes, borrowed; `None` for anything else.

@@ -183,6 +183,7 @@ mod aws;
 mod json;
 mod parse;
 mod reason;
+mod scan;
 mod text;
 
 pub use parse::{parse, parse_bytes};

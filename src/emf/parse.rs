@@ -8,13 +8,13 @@ use serde_json::{Map, Value};
 
 use super::aws::{Aws, AwsField, Definition, DimensionSets, Directive, DirectiveBody, Field};
 use super::json::{DimValue, Key, Num, Raw, Target, TextRoot};
+use super::scan;
 use super::text::{is_json_ws, may_be_emf, mentions_aws_key, strip_lambda_prefix, strip_newline};
 use super::{
     DataPoint, EmfLine, MAX_DATA_POINTS, MAX_DIMENSION_KEY_CHARS, MAX_DIMENSION_VALUE_CHARS,
     MAX_DIMENSIONS_PER_SET, MAX_EVENT_BYTES, MAX_METRIC_DEFINITIONS, MAX_NAME_CHARS, ParseOptions,
     Reason, Record, Samples, Unit, Verdict,
 };
-use serde_json::value::RawValue;
 
 /// 14 days, in ms: the oldest timestamp CloudWatch accepts.
 const WINDOW_BACK_MS: i64 = 14 * 24 * 3600 * 1000;
@@ -78,7 +78,7 @@ fn parse_document<'a>(
             Verdict::Log
         };
     }
-    match serde_json::from_str::<TextRoot<'a>>(json) {
+    match scan::root(json) {
         Ok(root) => evaluate(Root::text(root), found, opts, outer),
         Err(_) => Verdict::Rejected(vec![Reason::JsonParseError]),
     }
@@ -96,7 +96,7 @@ fn parse_object<'a>(value: &'a Value, opts: &ParseOptions) -> Verdict<'a> {
 enum Root<'a> {
     Text {
         aws: Option<AwsField<'a>>,
-        members: Vec<(Cow<'a, str>, &'a RawValue)>,
+        members: Vec<(Cow<'a, str>, &'a str)>,
         /// Member positions sorted by (key, position), for large roots; empty otherwise.
         index: Vec<usize>,
     },
@@ -671,8 +671,8 @@ fn without_aws<'a>(
         return Verdict::Log;
     };
     let inner = match message {
-        Raw::Text(raw) if raw.get().starts_with('{') => {
-            match serde_json::from_str::<TextRoot<'a>>(raw.get()) {
+        Raw::Text(raw) if raw.starts_with('{') => {
+            match scan::root(raw) {
                 Ok(inner) => {
                     let root = Root::text(inner);
                     if !root.has_aws() {

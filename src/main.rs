@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     if first.as_deref() == Some("check".as_ref()) {
         std::process::exit(loupe::check::main(args));
     }
-    if matches!(first.as_ref().and_then(|a| a.to_str()), Some("--version" | "-V")) {
+    if matches!(
+        first.as_ref().and_then(|a| a.to_str()),
+        Some("--version" | "-V")
+    ) {
         println!("loupe {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::config::{Config, FlushStrategy};
 use crate::invocation::{self, Tracker, TrackerHandle, TrackerStats};
 use crate::lambda::client::{
-    self, EventKind, ExtensionClient, InvokeEvent, NextEvent, ShutdownEvent,
+    self, EventKind, ExtensionClient, InvokeEvent, NextEvent, Registration, ShutdownEvent,
 };
 use crate::lambda::listener::{self, Intake, LogReceiver, log_queue};
 use crate::lambda::stats::{Stats, StatsSnapshot};
@@ -44,11 +44,13 @@ const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
 
 /// What a [`Flusher`] may use: the tracker (to drain completed invocations for platform
-/// metrics) and the intake counters (for loupe's own metrics).
+/// metrics), the intake counters (for loupe's own metrics) and what register said about the
+/// function (its account id, for the `cloud.account.id` resource attribute).
 #[derive(Clone, Copy, Debug)]
 pub struct FlushContext<'a> {
     pub tracker: &'a TrackerHandle,
     pub stats: &'a Stats,
+    pub registration: &'a Registration,
 }
 
 /// The seam for flushing: called by the run loop at the points where data must leave.
@@ -147,6 +149,7 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         client: &client,
         tracker: &tracker,
         stats: &stats,
+        registration: &registration,
         subscription: &subscription,
         invokes: 0,
         next_errors: 0,
@@ -159,6 +162,7 @@ struct LoopState<'a> {
     client: &'a ExtensionClient,
     tracker: &'a TrackerHandle,
     stats: &'a Stats,
+    registration: &'a Registration,
     subscription: &'a Subscription,
     invokes: u64,
     next_errors: u64,
@@ -256,6 +260,7 @@ impl LoopState<'_> {
         FlushContext {
             tracker: self.tracker,
             stats: self.stats,
+            registration: self.registration,
         }
     }
 

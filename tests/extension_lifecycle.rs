@@ -983,9 +983,10 @@ impl loupe::extension::Flusher for Recording {
             .map(|i| format!("{}:{}", i.request_id, i.report.is_some()))
             .collect();
         let functions = ctx.stats.snapshot().events.get("function").copied();
-        let _ = self
-            .0
-            .send(format!("at_shutdown {ids:?} functions={functions:?}"));
+        let function = ctx.registration.function_name.as_deref();
+        let _ = self.0.send(format!(
+            "at_shutdown {ids:?} functions={functions:?} function={function:?}"
+        ));
     }
 }
 
@@ -1023,7 +1024,7 @@ async fn flusher_is_called_after_runtime_done_and_at_shutdown() {
     let call = tokio::time::timeout(WAIT, calls.recv()).await.unwrap();
     assert_eq!(
         call.as_deref(),
-        Some("at_shutdown [\"seam-1:true\"] functions=Some(1)")
+        Some("at_shutdown [\"seam-1:true\"] functions=Some(1) function=Some(\"fake-fn\")")
     );
     let code = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);

@@ -178,21 +178,23 @@ impl Tracker {
         match event.kind {
             Platform::InitStart(_) | Platform::RestoreStart(_) => self.cold_pending = true,
             Platform::Start(s) => {
+                let seen = self.open.get(&s.request_id).is_some_and(|i| i.start);
+                if seen {
+                    return; // a repeated start changes nothing
+                }
                 let cold = std::mem::take(&mut self.cold_pending);
                 let inv = self.entry(&s.request_id);
-                if !inv.start {
-                    inv.start = true;
-                    inv.start_time = event.time;
-                    inv.version = s.version;
-                    inv.tenant_id = s.tenant_id;
-                    inv.cold_start |= cold;
-                    if let Some(v) = s.tracing.and_then(|t| t.value) {
-                        inv.trace_id = Some(v);
-                    }
-                    self.stats.started += 1;
-                    if cold {
-                        self.stats.cold_starts += 1;
-                    }
+                inv.start = true;
+                inv.start_time = event.time;
+                inv.version = s.version;
+                inv.tenant_id = s.tenant_id;
+                inv.cold_start |= cold;
+                if let Some(v) = s.tracing.and_then(|t| t.value) {
+                    inv.trace_id = Some(v);
+                }
+                self.stats.started += 1;
+                if cold {
+                    self.stats.cold_starts += 1;
                 }
             }
             Platform::RuntimeDone(r) => {
@@ -240,8 +242,9 @@ impl Tracker {
                     && !inv.cold_start
                 {
                     inv.cold_start = true;
+                    self.stats.cold_starts += 1;
                     if !inv.start {
-                        self.stats.cold_starts += 1;
+                        // The init this report belongs to is used up.
                         self.cold_pending = false;
                     }
                 }
@@ -254,10 +257,11 @@ impl Tracker {
             }
             Platform::InitReport(r) => self.push_phase(phase("init", r)),
             Platform::RestoreReport(r) => self.push_phase(phase("restore", r)),
+            // Attached to an open invocation only: a fault never opens one (it could then wait
+            // for a report that already came).
             Platform::Fault(text) => {
-                if let Some(id) = fault_request_id(&text) {
-                    let id = id.to_string();
-                    let inv = self.entry(&id);
+                let open = fault_request_id(&text).and_then(|id| self.open.get_mut(id));
+                if let Some(inv) = open {
                     if inv.faults.len() < 4 {
                         inv.faults.push(text.chars().take(1_000).collect());
                     }
@@ -793,6 +797,17 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_start_keeps_the_cold_start_for_the_next_one() {
+        let mut t = Tracker::default();
+        apply(&mut t, &[start("a"), start("a"), start("b")]);
+        t.finish();
+        let cold: Vec<bool> = t.drain().invocations.iter().map(|i| i.cold_start).collect();
+        assert_eq!(cold, [true, false]);
+        assert_eq!(t.stats().started, 2);
+        assert_eq!(t.stats().cold_starts, 1);
+    }
+
+    #[test]
     fn fault_lines_attach_to_their_request() {
         assert_eq!(
             fault_request_id("RequestId: abc-1 Process exited before completing request"),
@@ -810,6 +825,12 @@ mod tests {
         );
         let d = t.drain();
         assert_eq!(d.invocations[0].faults.len(), 1);
+        // A fault for an invocation already closed opens nothing.
+        apply(
+            &mut t,
+            &[r#"{"time":"t","type":"platform.fault","record":"RequestId: abc-1 late"}"#.into()],
+        );
+        assert_eq!(t.stats().open, 0);
     }
 
     #[tokio::test]

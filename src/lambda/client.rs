@@ -19,8 +19,9 @@ const ACCEPT_FEATURE: &str = "Lambda-Extension-Accept-Feature";
 
 /// Cap on any answer body from the Extensions API (events are a few hundred bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Bound on calls that should answer at once (everything but `/event/next`).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on calls that should answer at once (everything but `/event/next`): the API is local,
+/// and init's 10 s budget is shared with the function.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

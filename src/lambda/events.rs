@@ -494,7 +494,8 @@ pub fn decode_batch(body: &[u8], stats: &Stats) -> Vec<Event> {
 /// Decodes one event; returns its type, the event and how many unknown fields it carried.
 pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeError> {
     let env: Envelope<'_> = serde_json::from_str(raw.get()).map_err(DecodeError::Envelope)?;
-    let ty = EventType::from_name(&env.kind).ok_or(DecodeError::UnknownType(env.kind.clone()))?;
+    let ty = EventType::from_name(&env.kind)
+        .ok_or_else(|| DecodeError::UnknownType(env.kind.chars().take(100).collect()))?;
     let record = env.record.ok_or(DecodeError::NoRecord { kind: env.kind })?;
     let time = env.time;
     let err = |source| DecodeError::Record {

@@ -888,6 +888,40 @@ mod tests {
         assert_eq!(line.source, LogSource::Extension);
     }
 
+    /// The shared fixture of `function` record shapes: strings in Text format, objects in JSON
+    /// format; each line carries an extra `_shape` note, an unknown envelope field.
+    #[test]
+    fn function_record_shapes_fixture() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/emf/telemetry-api-shapes.SYNTHETIC.jsonl"
+        );
+        let text = std::fs::read_to_string(path).expect("fixture readable");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let body = format!("[{}]", lines.join(","));
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        assert_eq!(events.len(), lines.len());
+        let shapes: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                Event::Log(LogLine {
+                    record: LogRecord::Text(_),
+                    ..
+                }) => "text",
+                Event::Log(LogLine {
+                    record: LogRecord::Json(_),
+                    ..
+                }) => "json",
+                Event::Platform(_) => "platform",
+            })
+            .collect();
+        assert_eq!(shapes, ["text", "text", "text", "json", "json", "json"]);
+        let s = stats.snapshot();
+        assert_eq!(s.unknown_fields, lines.len() as u64);
+        assert_eq!(s.malformed_events, 0);
+    }
+
     #[test]
     fn logs_api_shapes() {
         let body = r#"[

@@ -27,3 +27,5 @@ pub mod lambda;
 pub mod local;
 /// loupe's own log lines on stderr.
 pub mod logging;
+/// The backend API key from Secrets Manager or SSM, SigV4-signed, without the AWS SDK.
+pub mod secrets;

@@ -100,11 +100,35 @@ impl HttpSender {
         built.as_ref().map_err(|e| SendError::Tls(e.clone()))
     }
 
-    /// POSTs `body` (already gzip-compressed) to `url`, giving up after `timeout`.
+    /// POSTs `body` (already gzip-compressed) to the backend at `url`, with the configured
+    /// headers, giving up after `timeout`.
     pub async fn post(
         &self,
         url: &str,
         content_type: &'static str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, SendError> {
+        let mut headers = vec![
+            (
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            ),
+            (
+                hyper::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            ),
+        ];
+        headers.extend(self.headers.iter().cloned());
+        self.post_with(url, &headers, body, timeout).await
+    }
+
+    /// POSTs `body` to `url` with exactly `headers` (plus user-agent), giving up after `timeout`.
+    /// The configured backend headers are not added: they are secrets meant for the backend only.
+    pub async fn post_with(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
@@ -115,7 +139,19 @@ impl HttpSender {
             _ => return Err(SendError::Url(url.to_string())),
         };
         let attempt = async {
-            let req = self.request(&uri, content_type, body)?;
+            let mut builder = Request::builder()
+                .method(Method::POST)
+                .uri(uri.clone())
+                .header(
+                    hyper::header::USER_AGENT,
+                    concat!("loupe/", env!("CARGO_PKG_VERSION")),
+                );
+            for (n, v) in headers {
+                builder = builder.header(n, v);
+            }
+            let req = builder
+                .body(Full::new(body))
+                .map_err(|e| SendError::Request(e.to_string()))?;
             let result = if https {
                 self.tls_client()?.request(req).await
             } else {
@@ -131,29 +167,6 @@ impl HttpSender {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout(timeout)),
         }
-    }
-
-    fn request(
-        &self,
-        uri: &Uri,
-        content_type: &'static str,
-        body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, SendError> {
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(uri.clone())
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .header(hyper::header::CONTENT_ENCODING, "gzip")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("loupe/", env!("CARGO_PKG_VERSION")),
-            );
-        for (n, v) in &self.headers {
-            builder = builder.header(n, v);
-        }
-        builder
-            .body(Full::new(body))
-            .map_err(|e| SendError::Request(e.to_string()))
     }
 }
 

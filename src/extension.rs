@@ -32,7 +32,8 @@ use crate::lambda::subscribe::{self, Api, Subscription};
 pub const LOG_QUEUE_LINES: usize = 8_192;
 /// Bytes of log records queued towards the pipeline, at most.
 pub const LOG_QUEUE_BYTES: usize = 16 << 20;
-/// Consecutive `/next` failures before loupe gives up.
+/// Consecutive `/next` failures (transport errors, 5xx, undecodable answers) before loupe gives
+/// up; a 4xx ends the loop at once.
 const MAX_NEXT_FAILURES: u32 = 5;
 /// Stop waiting for runtimeDone this long before the invocation's deadline, so the wait never
 /// turns into a timeout of the function.
@@ -176,6 +177,15 @@ impl LoopState<'_> {
                 Ok(event) => {
                     failures = 0;
                     event
+                }
+                Err(e) if e.is_refusal() => {
+                    // Lambda will not send events any more (typically the environment is being
+                    // torn down after a failed init): nothing to retry, nothing to report.
+                    self.next_errors += 1;
+                    log::warn!("Lambda refuses event/next ({e}); loupe exits");
+                    let deadline = Instant::now() + DEFAULT_SHUTDOWN_BUDGET;
+                    self.summary(None, deadline).await;
+                    return ExitCode::SUCCESS;
                 }
                 Err(e) => {
                     failures += 1;

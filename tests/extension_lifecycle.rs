@@ -1029,3 +1029,29 @@ async fn flusher_is_called_after_runtime_done_and_at_shutdown() {
     let code = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
 }
+
+/// A 4xx from /event/next (the environment is gone) ends loupe at once, without retries.
+#[tokio::test]
+async fn refused_next_ends_loupe_at_once() {
+    let mut fake = Fake::start(Script::accept_telemetry()).await;
+    let loupe = spawn_loupe(&fake, &[]);
+    init_with_telemetry(&mut fake).await;
+    fake.shutdown("spindown", now_ms() + 10_000).await;
+    // loupe exits after SHUTDOWN; a second loupe sees /next refused from the start.
+    let (status, _) = loupe.exit(WAIT).await;
+    assert!(status.success());
+    let loupe = spawn_loupe(&fake, &[]);
+    fake.expect_register().await;
+    fake.expect_telemetry().await;
+    let (status, lines) = loupe.exit(WAIT).await;
+    assert!(status.success(), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN Lambda refuses event/next") && l.contains("403")),
+        "{lines:#?}"
+    );
+    let s = summary(&lines);
+    assert_eq!(s["nextErrors"], 1);
+    assert_eq!(fake.shared.next_after_shutdown.load(Ordering::SeqCst), 1);
+}

@@ -42,6 +42,14 @@ pub enum ApiError {
     },
 }
 
+impl ApiError {
+    /// Lambda refused the call itself (a 4xx: unknown identifier, invalid state after the
+    /// environment shut down, ...): asking again cannot succeed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if status.is_client_error())
+    }
+}
+
 /// The events an extension can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {

@@ -189,3 +189,101 @@ fn json_format_with_flush_end() {
         );
     }
 }
+
+fn instances(report: &Value) -> Vec<(Value, Vec<String>)> {
+    report["extensions"]
+        .as_array()
+        .expect("extensions")
+        .iter()
+        .map(|e| {
+            let lines = e["stderr"]
+                .as_array()
+                .expect("stderr lines")
+                .iter()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect();
+            (e.clone(), lines)
+        })
+        .collect()
+}
+
+fn summary_of(lines: &[String]) -> Value {
+    let s = after(lines, " summary ");
+    assert_eq!(s.len(), 1, "{lines:#?}");
+    serde_json::from_str(s[0]).unwrap()
+}
+
+/// Managed Instances: SHUTDOWN only, no runtimeDone; reports complete the invocations.
+#[test]
+fn managed_instances_reports_complete_invocations() {
+    let report = run(
+        "lmi",
+        &[r#"{"customer":"a"}"#, r#"{"customer":"b"}"#],
+        &["--managed-instances"],
+        &[],
+    );
+    let all = instances(&report);
+    assert_eq!(all.len(), 1);
+    let (ext, lines) = &all[0];
+    assert_eq!(ext["registeredEvents"], serde_json::json!(["SHUTDOWN"]));
+    assert_eq!(ext["exitCode"], 0);
+    let s = summary_of(lines);
+    assert_eq!(s["api"], "telemetry");
+    assert_eq!(s["schema"], "2025-01-29");
+    assert_eq!(s["invokes"], 0);
+    assert_eq!(s["tracker"]["completed"], 2);
+    let seen: Vec<Value> = after(lines, " invocation ")
+        .into_iter()
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    for r in report["invocations"].as_array().unwrap() {
+        let inv = seen
+            .iter()
+            .find(|i| i["requestId"] == r["requestId"])
+            .unwrap_or_else(|| panic!("{r} not seen in {seen:#?}"));
+        assert_eq!(inv["runtimeDone"], Value::Null);
+        assert!(inv["report"]["durationMs"].as_f64().is_some(), "{inv}");
+    }
+}
+
+/// A timeout resets the environment: loupe gets SHUTDOWN `timeout` with the timed-out
+/// invocation's report in its window, exits 0, and a new loupe serves the next invocation.
+#[test]
+fn timeout_reset_and_a_new_loupe() {
+    let report = run(
+        "timeout",
+        &[
+            r#"{"customer":"a"}"#,
+            r#"{"sleepMs":3000}"#,
+            r#"{"customer":"b"}"#,
+        ],
+        &["--timeout", "1"],
+        &[],
+    );
+    let statuses: Vec<&str> = report["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["success", "timeout", "success"]);
+    let all = instances(&report);
+    assert_eq!(all.len(), 2, "loupe starts again after the reset");
+    let first = summary_of(&all[0].1);
+    assert_eq!(first["shutdownReason"], "timeout");
+    assert_eq!(first["tracker"]["completed"], 2);
+    assert_eq!(first["tracker"]["unfinished"], 0);
+    let timed_out = after(&all[0].1, " invocation ")
+        .into_iter()
+        .map(|j| serde_json::from_str::<Value>(j).unwrap())
+        .find(|i| i["runtimeDone"]["status"] == "timeout")
+        .expect("the timed-out invocation");
+    assert!(timed_out["report"].is_object(), "{timed_out}");
+    let second = summary_of(&all[1].1);
+    assert_eq!(second["shutdownReason"], "spindown");
+    assert_eq!(second["tracker"]["completed"], 1);
+    assert_eq!(second["tracker"]["coldStarts"], 1);
+    for (ext, _) in &all {
+        assert_eq!(ext["exitCode"], 0, "{ext:#?}");
+    }
+}

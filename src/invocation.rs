@@ -4,7 +4,8 @@
 //! In: platform events from the telemetry listener, and queries from the run loop, over one
 //! bounded channel. Out: answers on oneshot channels (`wait_runtime_done`, drains of completed
 //! [`Invocation`] records for platform metrics), and one `debug` line per invocation when it
-//! completes or is evicted.
+//! completes or is evicted: `invocation {"requestId":..,"start":true,"runtimeDone":"success",
+//! "report":true,...}`.
 //!
 //! One task owns the state ([`Tracker`], plain data, tested on its own). Invocations may overlap
 //! (Managed Instances run several at once) and `platform.report` for one invocation arrives after
@@ -361,7 +362,7 @@ impl Tracker {
 
     fn close(&mut self, inv: Invocation) {
         if log::log_enabled!(log::Level::Debug) {
-            match serde_json::to_string(&inv) {
+            match serde_json::to_string(&LogView::of(&inv)) {
                 Ok(json) => log::debug!("invocation {json}"),
                 Err(e) => log::debug!("invocation {} (not encodable: {e})", inv.request_id),
             }
@@ -385,6 +386,60 @@ impl Tracker {
             self.phases.pop_front();
         }
         self.phases.push_back(phase);
+    }
+}
+
+/// The one-line view of a closed invocation in loupe's debug log: what arrived for it, and the
+/// headline numbers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogView<'a> {
+    request_id: &'a str,
+    start: bool,
+    cold_start: bool,
+    /// runtimeDone's status, `null` when none arrived.
+    runtime_done: Option<&'a str>,
+    report: bool,
+    evicted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    billed_duration_ms: Option<u64>,
+    #[serde(rename = "memorySizeMB", skip_serializing_if = "Option::is_none")]
+    memory_size_mb: Option<u64>,
+    #[serde(rename = "maxMemoryUsedMB", skip_serializing_if = "Option::is_none")]
+    max_memory_used_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+}
+
+impl<'a> LogView<'a> {
+    fn of(inv: &'a Invocation) -> LogView<'a> {
+        let rd = inv.runtime_done.as_ref();
+        let rp = inv.report.as_ref();
+        LogView {
+            request_id: &inv.request_id,
+            start: inv.start,
+            cold_start: inv.cold_start,
+            runtime_done: rd.map(|r| r.status.as_str()),
+            report: rp.is_some(),
+            evicted: inv.evicted,
+            error_type: rd
+                .and_then(|r| r.error_type.as_deref())
+                .or_else(|| rp.and_then(|r| r.error_type.as_deref())),
+            duration_ms: rp
+                .and_then(|r| r.duration_ms)
+                .or_else(|| rd.and_then(|r| r.duration_ms)),
+            billed_duration_ms: rp.and_then(|r| r.billed_duration_ms),
+            memory_size_mb: rp.and_then(|r| r.memory_size_mb),
+            max_memory_used_mb: rp.and_then(|r| r.max_memory_used_mb),
+            init_duration_ms: rp.and_then(|r| r.init_duration_ms),
+            trace_id: inv.trace_id.as_deref(),
+        }
     }
 }
 

@@ -112,11 +112,8 @@ fn check_invocations(report: &Value, lines: &[String], cold_starts: u64) -> Valu
             .find(|i| i["requestId"] == id)
             .unwrap_or_else(|| panic!("loupe never completed {id}: {seen:#?}"));
         assert_eq!(inv["start"], true, "{inv}");
-        assert_eq!(inv["runtimeDone"]["status"], r["status"], "{inv}");
-        assert!(
-            inv["report"]["billedDurationMs"].as_u64().is_some(),
-            "{inv}"
-        );
+        assert_eq!(inv["runtimeDone"], r["status"], "{inv}");
+        assert!(inv["billedDurationMs"].as_u64().is_some(), "{inv}");
         assert_eq!(inv["evicted"], false, "{inv}");
     }
     let summaries = after(lines, " summary ");
@@ -242,7 +239,7 @@ fn managed_instances_reports_complete_invocations() {
             .find(|i| i["requestId"] == r["requestId"])
             .unwrap_or_else(|| panic!("{r} not seen in {seen:#?}"));
         assert_eq!(inv["runtimeDone"], Value::Null);
-        assert!(inv["report"]["durationMs"].as_f64().is_some(), "{inv}");
+        assert!(inv["durationMs"].as_f64().is_some(), "{inv}");
     }
 }
 
@@ -276,9 +273,9 @@ fn timeout_reset_and_a_new_loupe() {
     let timed_out = after(&all[0].1, " invocation ")
         .into_iter()
         .map(|j| serde_json::from_str::<Value>(j).unwrap())
-        .find(|i| i["runtimeDone"]["status"] == "timeout")
+        .find(|i| i["runtimeDone"] == "timeout")
         .expect("the timed-out invocation");
-    assert!(timed_out["report"].is_object(), "{timed_out}");
+    assert_eq!(timed_out["report"], true, "{timed_out}");
     let second = summary_of(&all[1].1);
     assert_eq!(second["shutdownReason"], "spindown");
     assert_eq!(second["tracker"]["completed"], 1);

@@ -6,6 +6,8 @@
 
 /// Series keys, cardinality cap, exponential histograms.
 pub mod aggregate;
+/// What one flush sends, and the seam between pipeline and flush control.
+pub mod batch;
 /// The `loupe check` command.
 pub mod check;
 /// One typed `Config` from environment variables, read once.

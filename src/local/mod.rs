@@ -20,7 +20,7 @@
 //!   `/next`, so it is delivered after the next thaw or before SHUTDOWN. Report `durationMs` runs
 //!   from the invoke to the last extension's `/next` (runtime time plus `extensionOverhead`),
 //!   `billedDurationMs` is its ceiling, and `maxMemoryUsedMB` is the sum of the peak RSS (VmHWM,
-//!   from /proc) of the runtime and extension processes (their group leaders).
+//!   from /proc) of every process in the runtime's and the extensions' process groups.
 //! - Freeze: when everything waits in `/next`, deliveries in flight are given up to 1 s to finish,
 //!   then the runtime's and extensions' process groups get SIGSTOP; SIGCONT before the next event.
 //!   No delivery starts while frozen.

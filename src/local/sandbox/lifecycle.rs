@@ -141,16 +141,20 @@ impl Sandbox {
         v
     }
 
+    /// Peak memory of the runtime's and extensions' process groups, in MB (rounded up). A group
+    /// keeps the highest sum seen, so a process that has exited still counts.
     pub(super) fn sample_memory(&mut self) -> u64 {
+        let mut pgids: Vec<u32> = self.env.extensions.iter().map(|e| e.pid).collect();
+        if let Some(r) = &self.env.runtime {
+            pgids.push(r.pid);
+        }
+        let seen = process::group_peak_rss_kib(&pgids);
+        let of = |pid: u32| seen.iter().find(|(g, _)| *g == pid).map_or(0, |(_, k)| *k);
         if let Some(r) = &mut self.env.runtime {
-            if let Some(k) = process::peak_rss_kib(r.pid) {
-                r.last_rss_kib = k;
-            }
+            r.last_rss_kib = r.last_rss_kib.max(of(r.pid));
         }
         for e in &mut self.env.extensions {
-            if let Some(k) = process::peak_rss_kib(e.pid) {
-                e.last_rss_kib = k;
-            }
+            e.last_rss_kib = e.last_rss_kib.max(of(e.pid));
         }
         let total: u64 = self.env.runtime.as_ref().map_or(0, |r| r.last_rss_kib)
             + self
@@ -250,6 +254,7 @@ impl Sandbox {
         match result {
             Ok(()) => {
                 self.env.init_duration_ms = Some(duration_ms);
+                self.sample_memory();
                 self.freeze().await;
                 Ok(())
             }
@@ -424,7 +429,6 @@ impl Sandbox {
         } else {
             None
         };
-        let memory = self.sample_memory();
         let Some(inv) = self.env.invocation.take() else {
             return;
         };
@@ -476,6 +480,8 @@ impl Sandbox {
                 outcome = Some((Status::Failure, "Extension.Crash".into()));
             }
         }
+        // After the waits, so the /proc scan never delays a timestamp.
+        let memory = self.sample_memory();
         let end = match &outcome {
             Some(_) => Instant::now(),
             None => self

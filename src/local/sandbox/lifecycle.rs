@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::{
     Env, ExtProc, FREEZE_DRAIN, INIT_BUDGET, Invocation, MANAGED_INIT_BUDGET, MAX_EXTENSIONS,
-    Owner, RUNTIME_ONLY, RUNTIME_SHUTDOWN_SHARE, RuntimeProc, SHUTDOWN_WINDOW, STOP_CHECK, Sandbox,
-    seconds_ms,
+    Owner, PRE_SHUTDOWN_FLUSH, RUNTIME_ONLY, RUNTIME_SHUTDOWN_SHARE, RuntimeProc, SHUTDOWN_WINDOW,
+    STOP_CHECK, Sandbox, seconds_ms,
 };
 use crate::local::api::Reply;
 use crate::local::process;
@@ -598,9 +598,11 @@ impl Sandbox {
                 }
             }
         }
-        // Deliver what is buffered (the last report among it) before SHUTDOWN.
+        // Deliver what is buffered (the last report among it) before SHUTDOWN; bounded, so an
+        // extension that keeps logging or a failing subscriber cannot eat the whole window.
         self.env.force_flush = true;
-        self.wait_until(Some(deadline), |s| {
+        let flushed = (Instant::now() + PRE_SHUTDOWN_FLUSH).min(deadline);
+        self.wait_until(Some(flushed), |s| {
             s.env
                 .subscribers
                 .iter()

@@ -36,6 +36,8 @@ pub const MANAGED_INIT_BUDGET: Duration = Duration::from_secs(130);
 /// The whole shutdown window with external extensions, and the runtime's share of it.
 pub const SHUTDOWN_WINDOW: Duration = Duration::from_millis(2000);
 pub const RUNTIME_SHUTDOWN_SHARE: Duration = Duration::from_millis(300);
+/// The most the delivery of buffered telemetry may delay SHUTDOWN.
+pub const PRE_SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 /// Records kept during init for subscribers that subscribe later in init.
 const MAX_REPLAY: usize = 2000;
 /// How long in-flight deliveries may delay a freeze.

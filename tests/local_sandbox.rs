@@ -1076,3 +1076,43 @@ fn long_lines_are_split_at_256_kib() {
         .collect();
     assert_eq!(xs, [256 * 1024, 1000]);
 }
+
+#[test]
+fn slow_subscriber_loses_records_and_is_told() {
+    // 20,000 lines while the subscriber takes 300 ms per batch: its buffer (4 x maxItems) fills,
+    // the overflow is dropped and counted, and platform.logsDropped says how much.
+    // What is still buffered when the extension exits at SHUTDOWN is counted in the report.
+    let lines = 20_000;
+    let payload = format!("{{\"logLines\": {lines}}}");
+    let r = run(
+        "slow",
+        &["--quiet", "--payload", &payload],
+        &[("LOUPE_TEST_SLOW_MS", "300")],
+    );
+    assert_eq!(r.statuses(), ["success"]);
+    let delivered = r
+        .typed("function")
+        .iter()
+        .filter(|e| e["record"].as_str().is_some_and(|s| s.starts_with("line ")))
+        .count();
+    let notices = r.typed("platform.logsDropped");
+    assert!(!notices.is_empty());
+    assert!(
+        notices
+            .iter()
+            .all(|n| n["record"]["reason"].as_str().unwrap().contains("slower"))
+    );
+    let dropped: u64 = notices
+        .iter()
+        .map(|n| n["record"]["droppedRecords"].as_u64().unwrap())
+        .sum();
+    assert!(delivered < lines, "some lines were dropped");
+    let c = &r.report["counters"][0];
+    let counted = c["droppedRecords"].as_u64().unwrap();
+    assert!(counted >= dropped, "{counted} counted, {dropped} announced");
+    assert!(
+        delivered as u64 + counted >= lines as u64,
+        "{delivered} delivered + {counted} dropped < {lines}"
+    );
+    assert_eq!(c["failedBatches"], 0);
+}

@@ -50,7 +50,8 @@
 //!   subscriber's buffer holds 4 x maxItems records and 4 x maxBytes bytes; overflow is dropped and
 //!   counted. A batch refused (non-2xx, refused connection, no answer in 5 s) is tried 3 times
 //!   (backoff 50 ms, 200 ms), then dropped and counted; the subscriber hears of every drop with
-//!   `platform.logsDropped` in its next batch.
+//!   `platform.logsDropped` in its next batch. Records still buffered when the environment ends
+//!   are counted as dropped in the report.
 //! - Managed Instances (`--managed-instances`): `AWS_LAMBDA_INITIALIZATION_TYPE=
 //!   lambda-managed-instances`, INVOKE registration refused (403 `Extension.InvalidEventType`),
 //!   Logs API refused (202 `Logs.NotSupported`), Telemetry schema 2025-01-29 only, no

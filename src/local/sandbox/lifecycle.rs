@@ -647,7 +647,9 @@ impl Sandbox {
         if let Some(r) = &self.env.runtime {
             process::signal_group(r.pid, libc::SIGKILL);
         }
-        for (key, s) in std::mem::take(&mut self.env.subscribers) {
+        for (key, mut s) in std::mem::take(&mut self.env.subscribers) {
+            // What was never delivered is lost with the environment: count it.
+            s.abandon();
             self.report.counters.push(CounterEntry {
                 extension: s.extension.clone(),
                 api: s.sub.api,

@@ -1114,5 +1114,6 @@ fn slow_subscriber_loses_records_and_is_told() {
         delivered as u64 + counted >= lines as u64,
         "{delivered} delivered + {counted} dropped < {lines}"
     );
-    assert_eq!(c["failedBatches"], 0);
+    // At most the batch in flight when the extension exited failed.
+    assert!(c["failedBatches"].as_u64().unwrap() <= 1);
 }

@@ -637,11 +637,15 @@ impl Sandbox {
         for pid in self.pids() {
             process::signal_group(pid, libc::SIGKILL);
         }
-        // Collect the exits of what was killed (bounded: SIGKILL is not ignorable).
+        // Collect the exits of what was killed (bounded: SIGKILL is not ignorable), and the outcome
+        // of deliveries still in flight (their listener is gone, so they fail fast), so that the
+        // counters are final. Nothing new is dispatched to subscribers of a dead environment.
+        self.env.force_flush = false;
         let grace = Some(Instant::now() + Duration::from_secs(2));
         self.wait_until(grace, |s| {
             s.env.extensions.iter().all(|e| e.exited.is_some())
                 && s.env.runtime.as_ref().is_none_or(|r| r.exited.is_some())
+                && s.env.subscribers.iter().all(|(_, x)| !x.in_flight)
         })
         .await;
         if let Some(r) = &self.env.runtime {

@@ -362,7 +362,7 @@ impl Sandbox {
 
     // ----- the pump -----
 
-    /// Starts every due delivery (never while frozen).
+    /// Starts every due delivery (never while frozen, never to an extension that has exited).
     fn dispatch(&mut self) {
         if self.env.frozen {
             return;
@@ -370,8 +370,13 @@ impl Sandbox {
         let now = Instant::now();
         let now_ms = util::epoch_ms();
         let force = self.env.force_flush;
+        let extensions = &self.env.extensions;
         for (key, s) in &mut self.env.subscribers {
-            if !s.due(now, force) {
+            // Nothing more goes to an extension that has exited.
+            let exited = extensions
+                .iter()
+                .any(|e| e.name == s.extension && e.exited.is_some());
+            if exited || !s.due(now, force) {
                 continue;
             }
             if let Some(batch) = s.take_batch(now_ms) {

@@ -399,7 +399,11 @@ fn text_format_lifecycle_and_telemetry() {
         c["deliveredRecords"].as_u64().unwrap() as usize,
         r.telemetry().len()
     );
-    assert_eq!(c["droppedRecords"], 0);
+    // Nothing was lost while the extension was listening; only lines written after SHUTDOWN (its
+    // own "shutting down") may be lost as it exits, which is counted but cannot be announced.
+    assert!(r.typed("platform.logsDropped").is_empty());
+    assert!(c["droppedRecords"].as_u64().unwrap() <= 2, "{c}");
+    assert!(c["failedBatches"].as_u64().unwrap() <= 1, "{c}");
     assert_eq!(
         rep["refused"][0]["errorType"],
         "Extension.RegistrationClosed"
@@ -750,8 +754,13 @@ fn failing_subscriber_gets_logs_dropped() {
     assert!(dropped[0]["record"]["droppedRecords"].as_u64().unwrap() >= 1);
     assert!(dropped[0]["record"]["droppedBytes"].as_u64().unwrap() > 0);
     let c = &r.report["counters"][0];
-    assert_eq!(c["failedBatches"], 1);
-    assert_eq!(c["droppedRecords"], dropped[0]["record"]["droppedRecords"]);
+    // The refused batch, and at most one more sent as the extension exited at SHUTDOWN.
+    let failed = c["failedBatches"].as_u64().unwrap();
+    assert!((1..=2).contains(&failed), "{c}");
+    assert!(
+        c["droppedRecords"].as_u64().unwrap()
+            >= dropped[0]["record"]["droppedRecords"].as_u64().unwrap()
+    );
     assert_eq!(r.statuses(), ["success"]);
 }
 

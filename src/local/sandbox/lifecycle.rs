@@ -602,13 +602,7 @@ impl Sandbox {
         // extension that keeps logging or a failing subscriber cannot eat the whole window.
         self.env.force_flush = true;
         let flushed = (Instant::now() + PRE_SHUTDOWN_FLUSH).min(deadline);
-        self.wait_until(Some(flushed), |s| {
-            s.env
-                .subscribers
-                .iter()
-                .all(|(_, x)| x.is_empty() && !x.in_flight)
-        })
-        .await;
+        self.wait_until(Some(flushed), |s| s.delivered_all()).await;
         let event =
             json!({"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms});
         for i in 0..self.env.extensions.len() {

@@ -398,6 +398,19 @@ impl Sandbox {
         }
     }
 
+    /// Every subscriber has nothing left to deliver (or its extension has exited).
+    fn delivered_all(&self) -> bool {
+        self.env.subscribers.iter().all(|(_, x)| {
+            !x.in_flight
+                && (x.is_empty()
+                    || self
+                        .env
+                        .extensions
+                        .iter()
+                        .any(|e| e.name == x.extension && e.exited.is_some()))
+        })
+    }
+
     fn next_wake(&self) -> Option<Instant> {
         if self.env.frozen {
             return None;

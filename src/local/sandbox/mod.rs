@@ -1,4 +1,4 @@
-//! The execution environment: one task that owns every piece of state and drives the Lambda
+//! The execution environment: one owner of every piece of state, driving the Lambda
 //! lifecycle (init, invocations, freeze/thaw, timeout and crash resets, shutdown).
 //!
 //! In: API calls from [`super::api`], output lines and exits from [`super::process`], delivery

@@ -413,22 +413,30 @@ fn text_format_lifecycle_and_telemetry() {
         "{}",
         r.stdout
     );
+    assert_eq!(rep["freezes"], 3, "after init and after each invocation");
 }
 
 #[test]
 fn json_log_format_gives_objects() {
+    // One extra non-JSON line: `logBytes` prints ten x's.
+    let payload = EMF_PAYLOAD.replace("}", ",\"logBytes\":10}");
     let r = run(
         "json",
-        &["--log-format", "json", "--payload", EMF_PAYLOAD],
+        &["--log-format", "json", "--no-freeze", "--payload", &payload],
         &[],
     );
     assert_eq!(r.statuses(), ["success"]);
+    assert_eq!(r.report["freezes"], 0, "--no-freeze");
     let records: Vec<&Value> = r
         .typed("function")
         .into_iter()
         .map(|e| &e["record"])
         .collect();
     let emf: Vec<&&Value> = records.iter().filter(|v| v.get("_aws").is_some()).collect();
+    assert!(
+        records.iter().any(|v| *v == "xxxxxxxxxx"),
+        "a line that is not a JSON object stays a string: {records:?}"
+    );
     assert_eq!(emf.len(), 3, "EMF lines arrive as objects: {records:?}");
     assert!(emf.iter().all(|v| v.is_object()));
     // The runtime's own JSON logger output is an object too.
@@ -634,6 +642,7 @@ fn managed_instances_refuse_invoke_and_logs() {
             .any(|e| e["record"].get("_aws").is_some()),
         "JSON format: objects"
     );
+    assert_eq!(r.report["freezes"], 0, "Managed Instances never freeze");
 }
 
 #[test]

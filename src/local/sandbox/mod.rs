@@ -43,7 +43,7 @@ const MAX_REPLAY: usize = 2000;
 /// How long in-flight deliveries may delay a freeze.
 const FREEZE_DRAIN: Duration = Duration::from_secs(1);
 /// How long a SIGSTOP may take to show in /proc.
-const STOP_CHECK: Duration = Duration::from_millis(500);
+const STOP_CHECK: Duration = Duration::from_secs(2);
 
 /// Variables Lambda gives the runtime but not extensions.
 const RUNTIME_ONLY: [&str; 6] = [

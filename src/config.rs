@@ -136,7 +136,8 @@ impl fmt::Display for ConfigWarning {
 }
 
 pub const DEFAULT_USER_ID_KEYS: &[&str] = &["userId", "user_id", "user", "customerId"];
-pub const DEFAULT_MAX_SERIES: usize = 10_000;
+/// About 5.6 MB of aggregation state in the worst case (see `aggregate`).
+pub const DEFAULT_MAX_SERIES: usize = 1_000;
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 impl Config {

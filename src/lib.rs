@@ -6,6 +6,8 @@
 
 /// Series keys, cardinality cap, exponential histograms.
 pub mod aggregate;
+/// What one flush sends, and the seam between pipeline and flush control.
+pub mod batch;
 /// The `loupe check` command.
 pub mod check;
 /// One typed `Config` from environment variables, read once.
@@ -16,6 +18,8 @@ pub mod emf;
 pub mod event;
 /// OTLP encoding, gzip, HTTP send with retry and circuit breaker.
 pub mod export;
+/// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
+pub mod extension;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

@@ -5,7 +5,48 @@
 //! Out: a [`Verdict`]: a plain log line, an [`EmfLine`] with its data points and properties, or a
 //! rejection with its [`Reason`]s. Pure code: no I/O, no clock (the caller passes `now`).
 //!
-//! The types below are the contract with `aggregate` and `export`; the parser fills them.
+//! The types below are the contract with `aggregate` and `export`; [`parse`] fills them.
+//!
+//! The rules are the staged rule set of the EMF research note (section 5), with these choices:
+//!
+//! * **Cost.** A line with neither `_aws` nor `CloudWatchMetrics` in it is a log line after two
+//!   SIMD substring searches and no JSON work. An EMF line is read in one pass that splits the
+//!   root into members, decodes `_aws` into a small borrowed tree and leaves every other member
+//!   as raw text; only the metric targets and dimension values a directive names are decoded
+//!   afterwards, and the remaining members once more as [`EmfLine::properties`].
+//! * **EMF inside the Lambda JSON envelope** (`{"timestamp","level","message":<EMF>}`, as a
+//!   string or an object): CloudWatch extracts nothing from it. loupe extracts the metrics and
+//!   adds the warning `emf_inside_lambda_json_envelope` (family "parsing": CloudWatch would count
+//!   it in `EMFParsingErrors`), so the user sees both the numbers and that CloudWatch drops them.
+//!   When the embedded document is itself invalid, the line is rejected with its own reasons
+//!   plus that one. A `message` that mentions `_aws` but holds no JSON object is a log line.
+//! * **Rejections carry every reason found**, informational ones included (e.g. a prefixed line
+//!   whose metric is `null` gives `lambda_prefix_stripped` and `metric_value_null`). An accepted
+//!   line carries in [`EmfLine::warnings`] every reason recorded on the way, including the ones
+//!   of metrics that were skipped while others survived.
+//! * **Numbers.** A metric value must be finite with |v| ≤ 2^360, and zero or |v| ≥ 2^-360
+//!   (the `PutMetricData` range). `1e400` as a metric value is `metric_value_not_numeric` (as in
+//!   `EXPECTED.tsv`); `NaN`/`Infinity` literals are `json_parse_error`.
+//! * **Nesting.** A line nested as deep as serde_json refuses (128 levels, the root included)
+//!   is `json_parse_error`, wherever the nesting sits; nothing recurses without bound.
+//!   A property serde_json cannot hold (e.g. the number `1e400`) also makes the line
+//!   `json_parse_error`, as parsing the line into a `serde_json::Value` would.
+//! * **Properties** are the root members that are not `_aws` and are not named by any
+//!   directive as a metric or as a dimension key (even a dimension set that was dropped), in
+//!   document order, once per key. For the envelope, the properties are those of the embedded
+//!   document.
+//! * **`{Values, Counts}`** needs both arrays, of the same length 1..=100, with whole counts
+//!   ≥ 0 and not all zero; **`{Max, Min, Sum, Count}`** needs valid numbers, `Min ≤ Max` and a
+//!   whole `Count ≥ 1`. Other members of those objects are ignored. Anything else is
+//!   `metric_value_not_numeric`.
+//! * **A missing `Dimensions`** is `dimensions_not_array_of_string_arrays` (the schema requires
+//!   it); `"Dimensions": []` is read as `[[]]`.
+//! * **Bounds.** A text line over [`MAX_EVENT_BYTES`] is `event_too_large` (an object record has
+//!   no byte size to check; the caller bounds it). A line may yield at most
+//!   [`MAX_DATA_POINTS`] points (loupe's own cap against fan-out; `too_many_data_points`).
+//! * **Duplicate keys**: the last one wins, at the root, in `_aws` and in every object below.
+//! * **Lambda prefixes**: one Node/.NET or Python runtime prefix is stripped (anchored at the
+//!   start); the envelope's `message` is read as the document itself, without a prefix.
 
 use std::borrow::Cow;
 
@@ -16,6 +57,24 @@ pub enum Record<'a> {
     Text(&'a str),
     Json(&'a serde_json::Value),
 }
+
+/// Largest line read as EMF, in bytes (CloudWatch Logs' event size limit, 1 MiB).
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Metric definitions per directive.
+pub const MAX_METRIC_DEFINITIONS: usize = 100;
+/// Keys per dimension set.
+pub const MAX_DIMENSIONS_PER_SET: usize = 30;
+/// Values in one metric array (and entries of `Values`/`Counts`).
+pub const MAX_METRIC_VALUES: usize = 100;
+/// Characters in a namespace or a metric name.
+pub const MAX_NAME_CHARS: usize = 255;
+/// Characters in a dimension key.
+pub const MAX_DIMENSION_KEY_CHARS: usize = 255;
+/// Characters in a dimension value.
+pub const MAX_DIMENSION_VALUE_CHARS: usize = 1024;
+/// Data points one line may yield (directives × metrics × dimension sets); loupe's own cap, so a
+/// hostile line cannot fan out into millions of points.
+pub const MAX_DATA_POINTS: usize = 10_000;
 
 /// What the parser needs besides the record.
 #[derive(Clone, Copy, Debug)]
@@ -120,16 +179,57 @@ units! {
     CountPerSecond => "Count/Second", None => "None",
 }
 
-/// Why a line was rejected, or a warning on an accepted one. `as_str` gives the reason code used
-/// in counters, `loupe check` and `EXPECTED.tsv`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
-    // The parser adds the variants of research/emf.md section 5 here.
+mod aws;
+mod json;
+mod parse;
+mod reason;
+mod scan;
+mod text;
+
+pub use parse::{parse, parse_bytes};
+pub use reason::Reason;
+
+impl Verdict<'_> {
+    /// The same verdict, owning all its strings.
+    pub fn into_owned(self) -> Verdict<'static> {
+        match self {
+            Verdict::Log => Verdict::Log,
+            Verdict::Emf(line) => Verdict::Emf(line.into_owned()),
+            Verdict::Rejected(reasons) => Verdict::Rejected(reasons),
+        }
+    }
 }
 
-impl Reason {
-    /// The reason code, e.g. `json_parse_error`.
-    pub fn as_str(self) -> &'static str {
-        match self {}
+impl EmfLine<'_> {
+    /// The same line, owning all its strings.
+    pub fn into_owned(self) -> EmfLine<'static> {
+        EmfLine {
+            timestamp_ms: self.timestamp_ms,
+            points: self.points.into_iter().map(DataPoint::into_owned).collect(),
+            properties: self
+                .properties
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), v))
+                .collect(),
+            warnings: self.warnings,
+        }
+    }
+}
+
+impl DataPoint<'_> {
+    /// The same point, owning all its strings.
+    pub fn into_owned(self) -> DataPoint<'static> {
+        DataPoint {
+            namespace: Cow::Owned(self.namespace.into_owned()),
+            name: Cow::Owned(self.name.into_owned()),
+            unit: self.unit,
+            storage_resolution: self.storage_resolution,
+            dimensions: self
+                .dimensions
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+            samples: self.samples,
+        }
     }
 }

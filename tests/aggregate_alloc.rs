@@ -1,0 +1,98 @@
+//! Adding a data point to an existing series allocates nothing: the series is found from the
+//! borrowed parts of the point. A counting allocator checks it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use loupe::aggregate::Aggregator;
+use loupe::emf::{DataPoint, Samples, Unit};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.try_with(Cell::get).unwrap_or(false) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.try_with(Cell::get).unwrap_or(false) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by this thread while `f` runs.
+fn allocations_in(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+fn point<'a>(name: &'a str, service: &'a str, samples: Samples) -> DataPoint<'a> {
+    DataPoint {
+        namespace: Cow::Borrowed("MyApp"),
+        name: Cow::Borrowed(name),
+        unit: Unit::Milliseconds,
+        storage_resolution: 60,
+        dimensions: vec![
+            (Cow::Borrowed("Operation"), Cow::Borrowed("put")),
+            (Cow::Borrowed("Service"), Cow::Borrowed(service)),
+        ],
+        samples,
+    }
+}
+
+#[test]
+fn existing_series_take_points_without_allocating() {
+    let mut agg = Aggregator::new(100);
+    let points: Vec<DataPoint<'_>> = (0..200)
+        .map(|i| {
+            let service = if i % 2 == 0 { "api" } else { "web" };
+            point(
+                "Latency",
+                service,
+                Samples::Values(vec![1.0 + i as f64 % 7.0]),
+            )
+        })
+        .collect();
+    // Create both series and let their buckets reach the range the values cover.
+    for p in &points {
+        assert!(agg.add_point(p));
+    }
+    let n = allocations_in(|| {
+        for p in &points {
+            assert!(agg.add_point(p));
+        }
+    });
+    assert_eq!(n, 0, "adding to existing series allocated {n} times");
+    assert_eq!(agg.len(), 2);
+
+    // A new series does allocate (the counter works).
+    let fresh = point("Other", "api", Samples::Values(vec![1.0]));
+    let n = allocations_in(|| assert!(agg.add_point(&fresh)));
+    assert!(n > 0);
+}

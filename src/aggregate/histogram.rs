@@ -445,6 +445,19 @@ impl Histogram {
             return;
         }
         let index = bucket_index(value.abs(), self.scale);
+        // Fast path: the bucket is inside the current range.
+        let side = if value > 0.0 {
+            &mut self.positive
+        } else {
+            &mut self.negative
+        };
+        if side
+            .range()
+            .is_some_and(|(lo, hi)| lo <= index && index <= hi)
+        {
+            side.add(index, n);
+            return;
+        }
         let (side, other) = if value > 0.0 {
             (&self.positive, &self.negative)
         } else {

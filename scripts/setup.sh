@@ -22,6 +22,6 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import awslambdaric, aws_embedded_metrics' 2>/dev/null; then
-  .venv/bin/pip install -q --disable-pip-version-check -r examples/python/requirements.txt
-fi
+# The sample function's packages, and the tools the tests use. pip skips what is already there.
+.venv/bin/pip install -q --disable-pip-version-check \
+  -r examples/python/requirements.txt -r tests/requirements.txt

@@ -21,6 +21,11 @@ pub struct Config {
     /// Extra HTTP headers for every export request (`OTEL_EXPORTER_OTLP_HEADERS`, `LOUPE_HEADERS`,
     /// and the API key header). Values are secrets: never log them.
     pub headers: Vec<(String, String)>,
+    /// Where to fetch the API key at init, when it is not given in `LOUPE_API_KEY`.
+    pub api_key_source: Option<ApiKeySource>,
+    /// `LOUPE_API_KEY_HEADER`: the header that carries the API key (`authorization` by default,
+    /// as `Bearer <key>`).
+    pub api_key_header: String,
     /// `LOUPE_LOG_LEVEL`: loupe's own log lines cost the user CloudWatch money, so `warn` by default.
     pub log_level: log::LevelFilter,
     /// `LOUPE_LISTENER_PORT`: port of the telemetry listener; 0 picks a free one.
@@ -95,6 +100,19 @@ impl LambdaEnv {
     pub fn is_managed_instances(&self) -> bool {
         self.initialization_type.as_deref() == Some("lambda-managed-instances")
     }
+}
+
+/// Where the API key is kept, when it is not in `LOUPE_API_KEY`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiKeySource {
+    /// `LOUPE_API_KEY_SECRET_ARN`, with `LOUPE_API_KEY_SECRET_KEY` naming a member when the secret
+    /// is a JSON object.
+    SecretsManager {
+        secret_id: String,
+        json_key: Option<String>,
+    },
+    /// `LOUPE_API_KEY_SSM_PARAMETER` (SecureString parameters are decrypted).
+    Ssm { name: String },
 }
 
 /// A variable whose value was not understood; the default was used instead.
@@ -194,19 +212,29 @@ impl Config {
                 }
             }
         }
-        if let Some(key) = get("LOUPE_API_KEY") {
-            let name = get("LOUPE_API_KEY_HEADER").unwrap_or_else(|| "authorization".into());
-            if !is_token(&name) {
+        let api_key_header = match get("LOUPE_API_KEY_HEADER") {
+            None => "authorization".to_string(),
+            Some(name) if is_token(&name) => name.to_ascii_lowercase(),
+            Some(name) => {
                 warn(
                     "LOUPE_API_KEY_HEADER",
                     &name,
                     "an HTTP header name",
                     "authorization".into(),
                 );
-                headers.push(api_key_header("authorization", &key));
-            } else {
-                headers.push(api_key_header(&name, &key));
+                "authorization".to_string()
             }
+        };
+        let mut api_key_source = None;
+        if let Some(key) = get("LOUPE_API_KEY") {
+            headers.push(api_key_header_value(&api_key_header, &key));
+        } else if let Some(secret_id) = get("LOUPE_API_KEY_SECRET_ARN") {
+            api_key_source = Some(ApiKeySource::SecretsManager {
+                secret_id,
+                json_key: get("LOUPE_API_KEY_SECRET_KEY"),
+            });
+        } else if let Some(name) = get("LOUPE_API_KEY_SSM_PARAMETER") {
+            api_key_source = Some(ApiKeySource::Ssm { name });
         }
         // Later entries win: loupe's own names override the OTel ones.
         dedup_headers(&mut headers);
@@ -361,6 +389,8 @@ impl Config {
         let config = Config {
             endpoints,
             headers,
+            api_key_source,
+            api_key_header,
             log_level,
             listener_port,
             flush,
@@ -493,7 +523,8 @@ fn parse_headers(v: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
-fn api_key_header(name: &str, key: &str) -> (String, String) {
+/// The header carrying the API key: `authorization: Bearer <key>` unless another header is named.
+pub fn api_key_header_value(name: &str, key: &str) -> (String, String) {
     let name = name.to_ascii_lowercase();
     let value = if name == "authorization" && !key.contains(' ') {
         format!("Bearer {key}")
@@ -652,6 +683,7 @@ mod tests {
                 ("authorization".to_string(), "Bearer s3cret".to_string())
             ]
         );
+        assert_eq!(c.api_key_source, None);
         let (_, w) = read(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]);
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].value, "<redacted>");
@@ -661,6 +693,39 @@ mod tests {
             ("LOUPE_API_KEY_HEADER", "x-honeycomb-team"),
         ]);
         assert_eq!(c.headers, vec![("x-honeycomb-team".into(), "k".into())]);
+    }
+
+    #[test]
+    fn api_key_from_secrets_manager_or_ssm() {
+        let (c, _) = read(&[
+            (
+                "LOUPE_API_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:k",
+            ),
+            ("LOUPE_API_KEY_SECRET_KEY", "apiKey"),
+        ]);
+        assert_eq!(
+            c.api_key_source,
+            Some(ApiKeySource::SecretsManager {
+                secret_id: "arn:aws:secretsmanager:eu-west-1:1:secret:k".into(),
+                json_key: Some("apiKey".into())
+            })
+        );
+        assert!(c.headers.is_empty());
+        let (c, _) = read(&[("LOUPE_API_KEY_SSM_PARAMETER", "/loupe/key")]);
+        assert_eq!(
+            c.api_key_source,
+            Some(ApiKeySource::Ssm {
+                name: "/loupe/key".into()
+            })
+        );
+        // A key given directly wins.
+        let (c, _) = read(&[
+            ("LOUPE_API_KEY", "k"),
+            ("LOUPE_API_KEY_SSM_PARAMETER", "/loupe/key"),
+        ]);
+        assert_eq!(c.api_key_source, None);
+        assert_eq!(c.headers.len(), 1);
     }
 
     #[test]

@@ -6,12 +6,20 @@
 
 /// Series keys, cardinality cap, exponential histograms.
 pub mod aggregate;
+/// What one flush sends, and the seam between pipeline and flush control.
+pub mod batch;
 /// The `loupe check` command.
 pub mod check;
 /// One typed `Config` from environment variables, read once.
 pub mod config;
 /// Metric lines: cheap pre-check, parse, validate, rejection reasons.
 pub mod emf;
+/// What loupe ships besides metrics: log lines, EMF events, invocation errors.
+pub mod event;
+/// OTLP encoding, gzip, HTTP send with retry and circuit breaker.
+pub mod export;
+/// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
+pub mod extension;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.
@@ -21,3 +29,5 @@ pub mod lambda;
 pub mod local;
 /// loupe's own log lines on stderr.
 pub mod logging;
+/// The backend API key from Secrets Manager or SSM, SigV4-signed, without the AWS SDK.
+pub mod secrets;

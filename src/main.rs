@@ -1,8 +1,10 @@
 //! The `loupe` binary: the Lambda extension (no arguments) or `loupe check`.
 
+use std::process::ExitCode;
+
 use loupe::config::Config;
 
-fn main() {
+fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let first = args.next();
     // `check` is a terminal command: it reads no extension configuration (and so prints no
@@ -10,16 +12,29 @@ fn main() {
     if first.as_deref() == Some("check".as_ref()) {
         std::process::exit(loupe::check::main(args));
     }
+    if matches!(
+        first.as_ref().and_then(|a| a.to_str()),
+        Some("--version" | "-V")
+    ) {
+        println!("loupe {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let (config, warnings) = Config::from_env();
     loupe::logging::init(config.log_level);
     for w in &warnings {
         log::warn!("{w}");
     }
-    match first.as_ref().and_then(|a| a.to_str()) {
-        Some("--version") | Some("-V") => println!("loupe {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            log::error!("the extension loop is not built yet");
-            std::process::exit(2);
+    // current_thread: on a fraction of a vCPU a multi-thread runtime costs init time and memory
+    // for nothing.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    runtime.block_on(loupe::extension::run(config))
 }

@@ -2,7 +2,7 @@
 //! instead of a decode error.
 //!
 //! In: JSON text (borrowed) or an already-parsed `serde_json::Value`. Out: the root as a list of
-//! members, `_aws` as a small borrowed tree ([`Node`]), metric targets as [`Target`] and dimension
+//! members, `_aws` as typed structs (see `aws`), metric targets as [`Target`] and dimension
 //! values as [`DimValue`]. Strings borrow from the input unless they hold escapes.
 //!
 //! Only `_aws` is decoded eagerly (in the same pass that splits the root); every other root
@@ -12,10 +12,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
+use super::aws::AwsField;
 use super::{MAX_METRIC_VALUES, Samples};
 
 /// A JSON number, kept exact when it is an integer.
@@ -34,93 +34,6 @@ impl Num {
             Num::I(i) => Some(i128::from(i)),
             Num::F(_) => None,
         }
-    }
-}
-
-/// A small borrowed JSON tree, used for `_aws`, which is read whole.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Node<'a> {
-    Null,
-    Bool,
-    Num(Num),
-    Str(Cow<'a, str>),
-    Arr(Vec<Node<'a>>),
-    /// Members in document order; a repeated key keeps every occurrence (see [`Node::get`]).
-    Obj(Vec<(Cow<'a, str>, Node<'a>)>),
-}
-
-impl<'a> Node<'a> {
-    /// The member `key` of an object; the last one when the key repeats.
-    pub(crate) fn get(&self, key: &str) -> Option<&Node<'a>> {
-        match self {
-            Node::Obj(members) => members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn as_str(&self) -> Option<&Cow<'a, str>> {
-        match self {
-            Node::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Node<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
-        Ok(Node::Null)
-    }
-    fn visit_none<E>(self) -> Result<Node<'de>, E> {
-        Ok(Node::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Node<'de>, E> {
-        Ok(Node::Bool)
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
-        Ok(Node::Num(Num::U(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
-        Ok(Node::Num(Num::I(v)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Node<'de>, E> {
-        Ok(Node::Num(Num::F(v)))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(v)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-        while let Some(item) = seq.next_element::<Node<'de>>()? {
-            items.push(item);
-        }
-        Ok(Node::Arr(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            let value = map.next_value::<Node<'de>>()?;
-            members.push((key.0, value));
-        }
-        Ok(Node::Obj(members))
     }
 }
 
@@ -152,55 +65,12 @@ impl<'de> Visitor<'de> for StrVisitor {
     }
 }
 
-/// One root member's value: `_aws` decoded, everything else raw.
-#[derive(Debug)]
-pub(crate) enum Member<'a> {
-    Aws(Node<'a>),
-    Raw(&'a RawValue),
+/// The root object of a text line, split in one pass (see `scan`): `_aws` decoded (the last
+/// one when it repeats), every other member kept as raw JSON text in document order.
+pub(crate) struct TextRoot<'a> {
+    pub(crate) aws: Option<AwsField<'a>>,
+    pub(crate) members: Vec<(Cow<'a, str>, &'a str)>,
 }
-
-/// The root object of a text line, split into members in one pass.
-pub(crate) struct TextRoot<'a>(pub(crate) Vec<(Cow<'a, str>, Member<'a>)>);
-
-impl<'de> Deserialize<'de> for TextRoot<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(RootVisitor)
-    }
-}
-
-struct RootVisitor;
-
-impl<'de> Visitor<'de> for RootVisitor {
-    type Value = TextRoot<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextRoot<'de>, A::Error> {
-        let mut members = Vec::with_capacity(16);
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let value = if key == "_aws" {
-                Member::Aws(map.next_value::<Node<'de>>()?)
-            } else {
-                let raw = map.next_value::<&'de RawValue>()?;
-                // serde_json skips a raw value without its recursion limit; apply it here so a
-                // line nested too deep is refused the same wherever the nesting sits.
-                if matches!(raw.get().as_bytes().first(), Some(b'[' | b'{'))
-                    && max_nesting(raw.get().as_bytes()) >= MAX_MEMBER_NESTING
-                {
-                    return Err(de::Error::custom("recursion limit exceeded"));
-                }
-                Member::Raw(raw)
-            };
-            members.push((key, value));
-        }
-        Ok(TextRoot(members))
-    }
-}
-
-/// Nesting depth at which a root member is refused: serde_json refuses a document nested 128
-/// deep, and the root object is one level.
-const MAX_MEMBER_NESTING: usize = 127;
 
 /// A dimension target: a string or something else.
 #[derive(Debug, PartialEq)]
@@ -559,7 +429,8 @@ impl<'de> Visitor<'de> for LenientArrayVisitor {
 /// Where a root member's value lives: raw text or a parsed `Value`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Raw<'a> {
-    Text(&'a RawValue),
+    /// Raw JSON text of exactly one valid value.
+    Text(&'a str),
     Value(&'a Value),
 }
 
@@ -568,42 +439,92 @@ impl<'a> Raw<'a> {
     /// than serde_json's limit) is returned as is.
     pub(crate) fn decode<T: Deserialize<'a>>(self) -> Result<T, serde_json::Error> {
         match self {
-            Raw::Text(raw) => serde_json::from_str(raw.get()),
+            Raw::Text(raw) => serde_json::from_str(raw),
             Raw::Value(v) => T::deserialize(v),
         }
+    }
+
+    /// The member as a metric target.
+    pub(crate) fn target(self) -> Target {
+        if let Raw::Text(text) = self {
+            // A raw member is valid JSON, so text starting with `-` or a digit is exactly one
+            // JSON number, which `f64::from_str` reads correctly rounded (and `1e400` as ∞,
+            // which the range check refuses).
+            if matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+                return match text.parse::<f64>() {
+                    Ok(v) if valid_metric_value(v) => Target::Samples(Samples::Values(vec![v])),
+                    _ => Target::NotNumeric,
+                };
+            }
+            if let Some(target) = flat_array(text) {
+                return target;
+            }
+        }
+        self.decode::<Target>().unwrap_or(Target::NotNumeric)
+    }
+
+    /// The member as a dimension value.
+    pub(crate) fn dim_value(self) -> DimValue<'a> {
+        if let Raw::Text(raw) = self
+            && let Some(s) = plain_string(raw)
+        {
+            return DimValue::Str(Cow::Borrowed(s));
+        }
+        self.decode::<DimValue>().unwrap_or(DimValue::Other)
     }
 
     /// The member as an owned `Value` (for properties).
     pub(crate) fn to_value(self) -> Result<Value, serde_json::Error> {
         match self {
-            Raw::Text(raw) => serde_json::from_str(raw.get()),
+            Raw::Text(raw) => match plain_string(raw) {
+                Some(s) => Ok(Value::String(s.to_owned())),
+                None => serde_json::from_str(raw),
+            },
             Raw::Value(v) => Ok(v.clone()),
         }
     }
 }
 
-/// The deepest array/object nesting in valid JSON text (brackets inside strings do not count).
-fn max_nesting(json: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
-    for &b in json {
-        if in_str {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_str = false,
-                _ => {}
-            }
-            continue;
+/// The contents of a JSON string literal without escapes, borrowed; `None` for anything else.
+/// `json` must be one valid JSON value (a raw member is).
+fn plain_string(json: &str) -> Option<&str> {
+    let inner = json.strip_prefix('"')?.strip_suffix('"')?;
+    memchr::memchr(b'\\', inner.as_bytes())
+        .is_none()
+        .then_some(inner)
+}
+
+/// A JSON array of scalars (no strings, arrays or objects inside), judged as a metric target
+/// without going through a deserializer; `None` for any other text. `json` must be one valid
+/// JSON value, so splitting the inside on `,` yields exactly its elements.
+fn flat_array(json: &str) -> Option<Target> {
+    let inner = json.strip_prefix('[')?.strip_suffix(']')?;
+    let bytes = inner.as_bytes();
+    if memchr::memchr3(b'"', b'[', b'{', bytes).is_some() {
+        return None;
+    }
+    if bytes.iter().all(|&b| is_ws(b)) {
+        return Some(Target::EmptyArray);
+    }
+    let count = memchr::memchr_iter(b',', bytes).count() + 1;
+    if count > MAX_METRIC_VALUES {
+        return Some(Target::TooManyValues);
+    }
+    let mut values = Vec::with_capacity(count);
+    for item in inner.split(',') {
+        let item = item.trim_matches(|c: char| c.is_ascii() && is_ws(c as u8));
+        if !matches!(item.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+            // `true`, `false` or `null` inside an array.
+            return Some(Target::NotNumeric);
         }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+        match item.parse::<f64>() {
+            Ok(v) if valid_metric_value(v) => values.push(v),
+            _ => return Some(Target::NotNumeric),
         }
     }
-    max
+    Some(Target::Samples(Samples::Values(values)))
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }

@@ -179,9 +179,11 @@ units! {
     CountPerSecond => "Count/Second", None => "None",
 }
 
+mod aws;
 mod json;
 mod parse;
 mod reason;
+mod scan;
 mod text;
 
 pub use parse::{parse, parse_bytes};

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::json::{DimValue, Key, Member, Node, Num, Raw, Target, TextRoot};
+use super::aws::{Aws, AwsField, Definition, DimensionSets, Directive, DirectiveBody, Field};
+use super::json::{DimValue, Key, Num, Raw, Target, TextRoot};
+use super::scan;
 use super::text::{is_json_ws, may_be_emf, mentions_aws_key, strip_lambda_prefix, strip_newline};
 use super::{
     DataPoint, EmfLine, MAX_DATA_POINTS, MAX_DIMENSION_KEY_CHARS, MAX_DIMENSION_VALUE_CHARS,
@@ -76,8 +78,8 @@ fn parse_document<'a>(
             Verdict::Log
         };
     }
-    match serde_json::from_str::<TextRoot<'a>>(json) {
-        Ok(TextRoot(members)) => evaluate(Root::text(members), found, opts, outer),
+    match scan::root(json) {
+        Ok(root) => evaluate(Root::text(root), found, opts, outer),
         Err(_) => Verdict::Rejected(vec![Reason::JsonParseError]),
     }
 }
@@ -93,7 +95,8 @@ fn parse_object<'a>(value: &'a Value, opts: &ParseOptions) -> Verdict<'a> {
 /// The root object, from text or from a parsed value.
 enum Root<'a> {
     Text {
-        members: Vec<(Cow<'a, str>, Member<'a>)>,
+        aws: Option<AwsField<'a>>,
+        members: Vec<(Cow<'a, str>, &'a str)>,
         /// Member positions sorted by (key, position), for large roots; empty otherwise.
         index: Vec<usize>,
     },
@@ -101,7 +104,8 @@ enum Root<'a> {
 }
 
 impl<'a> Root<'a> {
-    fn text(members: Vec<(Cow<'a, str>, Member<'a>)>) -> Root<'a> {
+    fn text(root: TextRoot<'a>) -> Root<'a> {
+        let TextRoot { aws, members } = root;
         let mut index = Vec::new();
         if members.len() > INDEX_FROM {
             index = (0..members.len()).collect();
@@ -109,12 +113,23 @@ impl<'a> Root<'a> {
             // so the last occurrence of a key comes last.
             index.sort_by(|&a, &b| members[a].0.cmp(&members[b].0));
         }
-        Root::Text { members, index }
+        Root::Text {
+            aws,
+            members,
+            index,
+        }
+    }
+
+    fn has_aws(&self) -> bool {
+        match self {
+            Root::Text { aws, .. } => aws.is_some(),
+            Root::Value(map) => map.contains_key("_aws"),
+        }
     }
 
     /// The position of the member `key` (the last one when it repeats).
     fn position(&self, key: &str) -> Option<usize> {
-        let Root::Text { members, index } = self else {
+        let Root::Text { members, index, .. } = self else {
             return None;
         };
         if index.is_empty() {
@@ -127,32 +142,23 @@ impl<'a> Root<'a> {
     }
 
     /// `_aws`, decoded. `Err` when it is there but cannot be decoded.
-    fn take_aws(&mut self) -> Option<Result<Node<'a>, ()>> {
+    fn take_aws(&mut self) -> Option<Result<AwsField<'a>, ()>> {
         match self {
-            Root::Text { .. } => {
-                let i = self.position("_aws")?;
-                let Root::Text { members, .. } = self else {
-                    return None;
-                };
-                match members.get_mut(i) {
-                    Some((_, Member::Aws(node))) => Some(Ok(std::mem::replace(node, Node::Null))),
-                    _ => None,
-                }
-            }
-            Root::Value(map) => map.get("_aws").map(Node::deserialize_value),
+            Root::Text { aws, .. } => aws.take().map(Ok),
+            Root::Value(map) => map
+                .get("_aws")
+                .map(|v| serde::Deserialize::deserialize(v).map_err(|_| ())),
         }
     }
 
     /// A member other than `_aws`.
     fn get(&self, key: &str) -> Option<Raw<'a>> {
-        if key == "_aws" {
-            return None;
-        }
         match self {
-            Root::Text { members, .. } => match members.get(self.position(key)?)?.1 {
-                Member::Raw(raw) => Some(Raw::Text(raw)),
-                Member::Aws(_) => None,
-            },
+            Root::Text { members, .. } => {
+                let &(_, raw) = members.get(self.position(key)?)?;
+                Some(Raw::Text(raw))
+            }
+            Root::Value(_) if key == "_aws" => None,
             Root::Value(map) => map.get(key).map(Raw::Value),
         }
     }
@@ -164,10 +170,8 @@ impl<'a> Root<'a> {
     ) -> Result<(), ()> {
         match self {
             Root::Text { members, .. } => {
-                for (i, (key, member)) in members.iter().enumerate() {
-                    if let Member::Raw(raw) = member
-                        && self.position(key) == Some(i)
-                    {
+                for (i, (key, raw)) in members.iter().enumerate() {
+                    if self.position(key) == Some(i) {
                         f(key, Raw::Text(raw))?;
                     }
                 }
@@ -181,12 +185,6 @@ impl<'a> Root<'a> {
             }
         }
         Ok(())
-    }
-}
-
-impl<'a> Node<'a> {
-    fn deserialize_value(v: &'a Value) -> Result<Node<'a>, ()> {
-        serde::Deserialize::deserialize(v).map_err(|_| ())
     }
 }
 
@@ -205,19 +203,6 @@ impl Found {
     }
 }
 
-/// One directive that passed the event-level checks.
-struct Directive<'n, 'a> {
-    namespace: &'n Cow<'a, str>,
-    sets: Vec<&'n [Node<'a>]>,
-    metrics: Vec<Definition<'n, 'a>>,
-}
-
-struct Definition<'n, 'a> {
-    name: &'n Cow<'a, str>,
-    unit: Option<&'n Node<'a>>,
-    resolution: Option<&'n Node<'a>>,
-}
-
 /// Stages 2.6-4: the root object is known; find `_aws`, check the event, extract.
 fn evaluate<'a>(
     mut root: Root<'a>,
@@ -231,217 +216,193 @@ fn evaluate<'a>(
         None => return without_aws(&root, found, opts, outer),
     };
     let mut found = Found(found);
-    let Some(checked) = check_event(&aws, &mut found, opts) else {
+    let AwsField::Object(aws) = aws else {
+        found.add(Reason::AwsNotObject);
         return Verdict::Rejected(found.0);
     };
-    extract(&root, checked, found, opts)
+    match check_event(&aws, &mut found, opts) {
+        Some((timestamp_ms, directives)) => extract(&root, timestamp_ms, directives, found, opts),
+        None => Verdict::Rejected(found.0),
+    }
 }
 
-/// The event-level facts that survive stage 3.
-struct Checked<'n, 'a> {
-    timestamp_ms: i64,
-    directives: Vec<Directive<'n, 'a>>,
-}
-
-/// Stage 3: every event-level rule; `None` (reasons in `found`) when any fails.
+/// Stage 3: every event-level rule. `None` (reasons in `found`) when any fails; otherwise the
+/// timestamp and the directives, every one of them an object with well-formed members.
 fn check_event<'n, 'a>(
-    aws: &'n Node<'a>,
+    aws: &'n Aws<'a>,
     found: &mut Found,
     opts: &ParseOptions,
-) -> Option<Checked<'n, 'a>> {
-    if !matches!(aws, Node::Obj(_)) {
-        found.add(Reason::AwsNotObject);
-        return None;
-    }
+) -> Option<(i64, &'n [Directive<'a>])> {
     let mut ok = true;
-    let mut fail = |found: &mut Found, r: Reason| {
-        found.add(r);
-        ok = false;
-    };
-
-    let timestamp_ms = match aws.get("Timestamp") {
-        None => {
+    let timestamp_ms = match aws.timestamp {
+        Field::Missing => {
             found.add(Reason::TimestampMissingUsedRecordTime);
             opts.record_time_ms.unwrap_or(opts.now_ms)
         }
-        Some(Node::Num(n)) => match timestamp_ms(*n) {
+        Field::Ok(n) => match timestamp_ms(n) {
             Some(ms) if !opts.check_timestamp || in_window(ms, opts.now_ms) => ms,
             _ => {
-                fail(found, Reason::TimestampOutOfRange);
+                found.add(Reason::TimestampOutOfRange);
+                ok = false;
                 0
             }
         },
-        Some(_) => {
-            fail(found, Reason::TimestampNotNumber);
+        Field::Wrong => {
+            found.add(Reason::TimestampNotNumber);
+            ok = false;
             0
         }
     };
-
-    let mut directives = Vec::new();
-    match aws.get("CloudWatchMetrics") {
-        Some(Node::Arr(list)) if list.is_empty() => fail(found, Reason::NoMetricDirectives),
-        Some(Node::Arr(list)) => {
-            for d in list {
-                match check_directive(d, found) {
-                    Some(d) => directives.push(d),
-                    None => ok = false,
-                }
-            }
+    let directives = match &aws.directives {
+        Field::Ok(list) if list.is_empty() => {
+            found.add(Reason::NoMetricDirectives);
+            return None;
         }
-        _ => fail(found, Reason::CloudWatchMetricsMissingOrNotArray),
+        Field::Ok(list) => list.as_slice(),
+        _ => {
+            found.add(Reason::CloudWatchMetricsMissingOrNotArray);
+            return None;
+        }
+    };
+    for d in directives {
+        ok &= check_directive(d, found);
     }
-    ok.then_some(Checked {
-        timestamp_ms,
-        directives,
-    })
+    ok.then_some((timestamp_ms, directives))
 }
 
-/// Stage 3 for one directive; `None` (reasons in `found`) when any rule fails.
-fn check_directive<'n, 'a>(d: &'n Node<'a>, found: &mut Found) -> Option<Directive<'n, 'a>> {
-    if !matches!(d, Node::Obj(_)) {
+/// Stage 3 for one directive; `false` (reasons in `found`) when any rule fails.
+fn check_directive(d: &Directive, found: &mut Found) -> bool {
+    let Directive::Object(d) = d else {
         found.add(Reason::DirectiveNotObject);
-        return None;
-    }
+        return false;
+    };
     let mut ok = true;
-
-    let namespace = d.get("Namespace").and_then(Node::as_str);
-    match namespace {
-        Some(ns) if valid_namespace(ns) => {
+    let mut fail = |r: Reason| {
+        found.add(r);
+        ok = false;
+    };
+    match &d.namespace {
+        Field::Ok(ns) if valid_namespace(ns) => {
             if ns.starts_with("AWS/") {
-                found.add(Reason::NamespaceReservedAws);
-                ok = false;
+                fail(Reason::NamespaceReservedAws);
             }
         }
-        _ => {
-            found.add(Reason::NamespaceInvalid);
-            ok = false;
-        }
+        _ => fail(Reason::NamespaceInvalid),
     }
-
-    let mut sets = Vec::new();
-    match d.get("Dimensions") {
-        Some(Node::Arr(list)) => {
-            for set in list {
-                match set {
-                    Node::Arr(keys) if keys.iter().all(|k| matches!(k, Node::Str(_))) => {
-                        if keys.len() > MAX_DIMENSIONS_PER_SET {
-                            found.add(Reason::DimensionSetOver30);
-                            ok = false;
-                        }
-                        sets.push(keys.as_slice());
-                    }
-                    _ => {
-                        found.add(Reason::DimensionsNotArrayOfStringArrays);
-                        ok = false;
-                    }
-                }
+    match &d.dimensions {
+        Field::Ok(sets) => {
+            if sets.sets().any(|s| s.len() > MAX_DIMENSIONS_PER_SET) {
+                fail(Reason::DimensionSetOver30);
             }
         }
-        _ => {
-            found.add(Reason::DimensionsNotArrayOfStringArrays);
-            ok = false;
-        }
+        _ => fail(Reason::DimensionsNotArrayOfStringArrays),
     }
-
-    let mut metrics = Vec::new();
-    match d.get("Metrics") {
-        Some(Node::Arr(list)) if list.iter().all(|m| matches!(m, Node::Obj(_))) => {
+    match &d.metrics {
+        Field::Ok(list) => {
             if list.len() > MAX_METRIC_DEFINITIONS {
-                found.add(Reason::MetricDefinitionsOver100);
-                ok = false;
+                fail(Reason::MetricDefinitionsOver100);
             }
-            for m in list {
-                match m.get("Name").and_then(Node::as_str) {
-                    Some(name) if valid_name(name, MAX_NAME_CHARS) => metrics.push(Definition {
-                        name,
-                        unit: m.get("Unit"),
-                        resolution: m.get("StorageResolution"),
-                    }),
-                    _ => {
-                        found.add(Reason::MetricDefinitionNameInvalid);
-                        ok = false;
-                    }
-                }
+            let valid =
+                |m: &Definition| matches!(&m.name, Field::Ok(n) if valid_name(n, MAX_NAME_CHARS));
+            if !list.iter().all(valid) {
+                fail(Reason::MetricDefinitionNameInvalid);
             }
         }
-        _ => {
-            found.add(Reason::MetricsNotArrayOfObjects);
-            ok = false;
-        }
+        _ => fail(Reason::MetricsNotArrayOfObjects),
     }
+    ok
+}
 
-    let namespace = namespace?;
-    ok.then_some(Directive {
-        namespace,
-        sets,
-        metrics,
-    })
+/// The parts of a directive that passed [`check_directive`].
+#[allow(clippy::type_complexity)]
+fn parts<'n, 'a>(
+    d: &'n Directive<'a>,
+) -> Option<(
+    &'n Cow<'a, str>,
+    &'n DimensionSets<'a>,
+    &'n [Definition<'a>],
+)> {
+    match d {
+        Directive::Object(DirectiveBody {
+            namespace: Field::Ok(ns),
+            dimensions: Field::Ok(sets),
+            metrics: Field::Ok(defs),
+        }) => Some((ns, sets, defs)),
+        _ => None,
+    }
+}
+
+/// A checked definition's name (`check_directive` made sure it is a string).
+fn name<'n>(m: &'n Definition) -> &'n str {
+    match &m.name {
+        Field::Ok(n) => n,
+        _ => "",
+    }
 }
 
 /// Stage 4: dimension sets, metrics and data points; then the properties.
 fn extract<'a>(
     root: &Root<'a>,
-    checked: Checked<'_, 'a>,
+    timestamp_ms: i64,
+    directives: &[Directive<'a>],
     mut found: Found,
     opts: &ParseOptions,
 ) -> Verdict<'a> {
-    let conflicting = conflicting_resolutions(&checked.directives);
-    let mut points: Vec<DataPoint<'a>> = Vec::new();
+    let conflicting = conflicting_resolutions(directives);
+    let mut points: Vec<DataPoint<'a>> = Vec::with_capacity(4);
 
-    for d in &checked.directives {
-        let dims = resolve_sets(root, &d.sets, &mut found, opts);
-        let mut seen: Vec<&str> = Vec::with_capacity(d.metrics.len());
-        for m in &d.metrics {
-            if seen.contains(&&**m.name) {
+    for (namespace, sets, defs) in directives.iter().filter_map(parts) {
+        let dims = resolve_sets(root, sets, &mut found, opts);
+        let repeats = repeat_flags(defs);
+        for (i, m) in defs.iter().enumerate() {
+            let Field::Ok(metric_name) = &m.name else {
+                continue;
+            };
+            if repeats.is_repeat(defs, i) {
                 found.add(Reason::DuplicateMetricDefinitionIgnored);
                 continue;
             }
-            seen.push(m.name);
-            let unit = match m.unit {
-                None => Unit::None,
-                Some(Node::Str(s)) => match Unit::parse(s) {
+            let unit = match &m.unit {
+                Field::Missing => Unit::None,
+                Field::Ok(s) => match Unit::parse(s) {
                     Some(u) => u,
                     None => {
                         found.add(Reason::MetricInvalidUnit);
                         continue;
                     }
                 },
-                Some(_) => {
+                Field::Wrong => {
                     found.add(Reason::MetricInvalidUnit);
                     continue;
                 }
             };
-            let Some(resolution) = storage_resolution(m.resolution) else {
+            let Some(resolution) = storage_resolution(&m.resolution) else {
                 found.add(Reason::MetricInvalidStorageResolution);
                 continue;
             };
-            if conflicting.contains(&&**m.name) {
+            if conflicting.binary_search(&&**metric_name).is_ok() {
                 found.add(Reason::MetricConflictingStorageResolution);
                 continue;
             }
-            let Some(raw) = root.get(m.name) else {
+            let Some(raw) = root.get(metric_name) else {
                 found.add(Reason::MetricTargetMissing);
                 continue;
             };
-            let samples = match raw.decode::<Target>() {
-                Ok(Target::Samples(s)) => s,
-                Ok(Target::Null) => {
+            let samples = match raw.target() {
+                Target::Samples(s) => s,
+                Target::Null => {
                     found.add(Reason::MetricValueNull);
                     continue;
                 }
-                Ok(Target::EmptyArray) => {
+                Target::EmptyArray => {
                     found.add(Reason::MetricValueEmptyArray);
                     continue;
                 }
-                Ok(Target::TooManyValues) => {
+                Target::TooManyValues => {
                     found.add(Reason::MetricTooManyValues);
                     continue;
                 }
-                Ok(Target::NotNumeric) => {
-                    found.add(Reason::MetricValueNotNumeric);
-                    continue;
-                }
-                Err(_) => {
+                Target::NotNumeric => {
                     found.add(Reason::MetricValueNotNumeric);
                     continue;
                 }
@@ -452,8 +413,8 @@ fn extract<'a>(
             }
             push_points(
                 &mut points,
-                d.namespace,
-                m.name,
+                namespace,
+                metric_name,
                 unit,
                 resolution,
                 &dims,
@@ -468,15 +429,50 @@ fn extract<'a>(
         }
         return Verdict::Rejected(found.0);
     }
-    let Ok(properties) = properties(root, &checked.directives) else {
+    let Ok(properties) = properties(root, directives) else {
         return Verdict::Rejected(vec![Reason::JsonParseError]);
     };
     Verdict::Emf(EmfLine {
-        timestamp_ms: checked.timestamp_ms,
+        timestamp_ms,
         points,
         properties,
         warnings: found.0,
     })
+}
+
+/// Which definitions repeat an earlier name of the same directive. Small lists are scanned;
+/// large ones get a sorted index, so a hostile list costs n log n, not n².
+enum Repeats {
+    Scan,
+    Flags(Vec<bool>),
+}
+
+fn repeat_flags(defs: &[Definition]) -> Repeats {
+    if defs.len() <= 16 {
+        return Repeats::Scan;
+    }
+    let mut order: Vec<usize> = (0..defs.len()).collect();
+    // Stable: equal names keep document order, so the first of each run is the original.
+    order.sort_by(|&a, &b| name(&defs[a]).cmp(name(&defs[b])));
+    let mut flags = vec![false; defs.len()];
+    for w in order.windows(2) {
+        if name(&defs[w[0]]) == name(&defs[w[1]]) {
+            flags[w[1]] = true;
+        }
+    }
+    Repeats::Flags(flags)
+}
+
+impl Repeats {
+    fn is_repeat(&self, defs: &[Definition], i: usize) -> bool {
+        match self {
+            Repeats::Scan => {
+                let n = defs.get(i).map(name);
+                defs.iter().take(i).any(|m| Some(name(m)) == n)
+            }
+            Repeats::Flags(flags) => flags.get(i).copied().unwrap_or(false),
+        }
+    }
 }
 
 /// One data point per dimension set; the samples are moved into the last one.
@@ -510,62 +506,70 @@ fn push_points<'a>(
     }
 }
 
-/// Names that appear with two different valid resolutions anywhere in the event.
-fn conflicting_resolutions<'n>(directives: &[Directive<'n, '_>]) -> Vec<&'n str> {
-    let mut first: Vec<(&'n str, u32)> = Vec::new();
-    let mut conflicting: Vec<&'n str> = Vec::new();
-    for m in directives.iter().flat_map(|d| &d.metrics) {
-        let Some(res) = storage_resolution(m.resolution) else {
-            continue;
-        };
-        match first.iter().find(|(n, _)| *n == &**m.name) {
-            Some(&(_, r)) if r != res && !conflicting.contains(&&**m.name) => {
-                conflicting.push(m.name)
-            }
-            Some(_) => {}
-            None => first.push((m.name, res)),
-        }
+/// Names that appear with two different valid resolutions anywhere in the event, sorted.
+fn conflicting_resolutions<'n>(directives: &'n [Directive]) -> Vec<&'n str> {
+    let defs = || {
+        directives
+            .iter()
+            .filter_map(parts)
+            .flat_map(|(_, _, defs)| defs)
+    };
+    // The common case, one resolution throughout, needs no list.
+    let high = defs().any(|m| storage_resolution(&m.resolution) == Some(1));
+    let standard = defs().any(|m| storage_resolution(&m.resolution) == Some(60));
+    if !(high && standard) {
+        return Vec::new();
     }
-    conflicting
+    let mut pairs: Vec<(&str, u32)> = defs()
+        .filter_map(|m| Some((name(m), storage_resolution(&m.resolution)?)))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut names: Vec<&str> = pairs
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .map(|w| w[0].0)
+        .collect();
+    names.dedup();
+    names
 }
 
 /// `StorageResolution`: absent is 60; otherwise the integer 1 or 60.
-fn storage_resolution(node: Option<&Node>) -> Option<u32> {
-    match node {
-        None => Some(60),
-        Some(Node::Num(n)) => match n.as_int() {
+fn storage_resolution(field: &Field<Num>) -> Option<u32> {
+    match field {
+        Field::Missing => Some(60),
+        Field::Ok(n) => match n.as_int() {
             Some(1) => Some(1),
             Some(60) => Some(60),
             _ => None,
         },
-        Some(_) => None,
+        Field::Wrong => None,
     }
 }
 
+type Dims<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 /// The dimension sets of one directive, resolved against the root: each a sorted list of
-/// (key, value). Invalid sets are dropped; when all are, the empty set stands in (or nothing,
-/// with `strict_dimensions`).
+/// (key, value), each distinct set once, in document order. Invalid sets are dropped; when all
+/// are, the empty set stands in (or nothing, with `strict_dimensions`).
 fn resolve_sets<'a>(
     root: &Root<'a>,
-    sets: &[&[Node<'a>]],
+    sets: &DimensionSets<'a>,
     found: &mut Found,
     opts: &ParseOptions,
-) -> Vec<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
-    if sets.is_empty() {
+) -> Vec<Dims<'a>> {
+    if sets.ends.is_empty() {
         // `"Dimensions": []` is read as `[[]]`.
         return vec![Vec::new()];
     }
-    let mut out: Vec<Vec<(Cow<'a, str>, Cow<'a, str>)>> = Vec::with_capacity(sets.len());
-    for set in sets {
+    let mut out: Vec<Dims<'a>> = Vec::with_capacity(sets.ends.len().min(16));
+    for set in sets.sets() {
         match resolve_set(root, set) {
-            Some(dims) => {
-                if !out.contains(&dims) {
-                    out.push(dims);
-                }
-            }
+            Some(dims) => out.push(dims),
             None => found.add(Reason::DimensionSetDroppedInvalidOrMissingTarget),
         }
     }
+    dedup_in_order(&mut out);
     if out.is_empty() && !opts.strict_dimensions {
         found.add(Reason::PublishedWithoutDimensions);
         out.push(Vec::new());
@@ -573,18 +577,39 @@ fn resolve_sets<'a>(
     out
 }
 
-fn resolve_set<'a>(
-    root: &Root<'a>,
-    keys: &[Node<'a>],
-) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
-    let mut dims: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(keys.len());
+/// Remove repeated sets, keeping the first of each, in n log n for large lists.
+fn dedup_in_order(sets: &mut Vec<Dims>) {
+    if sets.len() <= 16 {
+        let mut i = 1;
+        while i < sets.len() {
+            if sets[..i].contains(&sets[i]) {
+                sets.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        return;
+    }
+    let mut order: Vec<usize> = (0..sets.len()).collect();
+    order.sort_by(|&a, &b| sets[a].cmp(&sets[b]));
+    let mut keep = vec![true; sets.len()];
+    for w in order.windows(2) {
+        if sets[w[0]] == sets[w[1]] {
+            keep[w[1]] = false;
+        }
+    }
+    let mut flags = keep.into_iter();
+    sets.retain(|_| flags.next().unwrap_or(true));
+}
+
+fn resolve_set<'a>(root: &Root<'a>, keys: &[Cow<'a, str>]) -> Option<Dims<'a>> {
+    let mut dims: Dims<'a> = Vec::with_capacity(keys.len());
     for key in keys {
-        let key = key.as_str()?;
         if !valid_dimension_text(key, MAX_DIMENSION_KEY_CHARS) || key.starts_with(':') {
             return None;
         }
-        let value = match root.get(key)?.decode::<DimValue<'a>>() {
-            Ok(DimValue::Str(v)) if valid_dimension_text(&v, MAX_DIMENSION_VALUE_CHARS) => v,
+        let value = match root.get(key)?.dim_value() {
+            DimValue::Str(v) if valid_dimension_text(&v, MAX_DIMENSION_VALUE_CHARS) => v,
             _ => return None,
         };
         dims.push((key.clone(), value));
@@ -597,19 +622,28 @@ fn resolve_set<'a>(
 /// Root members that are neither `_aws`, nor a metric, nor a dimension named by a directive.
 fn properties<'a>(
     root: &Root<'a>,
-    directives: &[Directive<'_, 'a>],
+    directives: &[Directive<'a>],
 ) -> Result<Vec<(Cow<'a, str>, Value)>, ()> {
-    let referenced = |key: &str| {
-        directives.iter().any(|d| {
-            d.metrics.iter().any(|m| m.name == key)
-                || d.sets
-                    .iter()
-                    .any(|s| s.iter().any(|k| k.as_str().is_some_and(|k| k == key)))
-        })
+    let named = || {
+        directives
+            .iter()
+            .filter_map(parts)
+            .flat_map(|(_, sets, defs)| defs.iter().map(name).chain(sets.keys.iter().map(|k| &**k)))
+    };
+    // A few names are scanned; many get a sorted list, so a hostile line stays n log n.
+    let sorted: Option<Vec<&str>> = (named().nth(16).is_some()).then(|| {
+        let mut v: Vec<&str> = named().collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    });
+    let is_named = |key: &str| match &sorted {
+        Some(v) => v.binary_search(&key).is_ok(),
+        None => named().any(|n| n == key),
     };
     let mut out = Vec::new();
     root.for_each_member(|key, raw| {
-        if !referenced(key) {
+        if !is_named(key) {
             out.push((key.clone(), raw.to_value().map_err(|_| ())?));
         }
         Ok(())
@@ -637,11 +671,11 @@ fn without_aws<'a>(
         return Verdict::Log;
     };
     let inner = match message {
-        Raw::Text(raw) if raw.get().starts_with('{') => {
-            match serde_json::from_str::<TextRoot<'a>>(raw.get()) {
-                Ok(TextRoot(members)) => {
-                    let root = Root::text(members);
-                    if root.position("_aws").is_none() {
+        Raw::Text(raw) if raw.starts_with('{') => {
+            match scan::root(raw) {
+                Ok(inner) => {
+                    let root = Root::text(inner);
+                    if !root.has_aws() {
                         return Verdict::Log;
                     }
                     evaluate(root, Vec::new(), opts, false)

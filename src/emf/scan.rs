@@ -1,0 +1,495 @@
+//! A validating JSON scanner for the root of a metric line: one pass over the text that checks
+//! the whole document against RFC 8259 (as serde_json reads it), splits the root object into
+//! members, and decodes `_aws` into the typed structs of `aws`. Every other member stays a
+//! borrowed slice of raw JSON text, decoded later only if a directive names it.
+//!
+//! In: the text of one document. Out: [`TextRoot`] or an error (the line is not one JSON
+//! object). No recursion beyond serde_json's nesting limit; strings with escapes are unescaped
+//! by serde_json itself, so both readers agree on what a string is.
+
+use std::borrow::Cow;
+
+use super::aws::{Aws, AwsField, Definition, DimensionSets, Directive, DirectiveBody, Field};
+use super::json::{Num, TextRoot};
+
+/// serde_json refuses a document whose containers nest this deep (the root counts).
+const MAX_DEPTH: usize = 128;
+
+/// Why the text is not one JSON object (the detail is for tests; callers see "not JSON").
+#[derive(Debug, PartialEq)]
+pub(crate) struct NotJson;
+
+type Result<T> = std::result::Result<T, NotJson>;
+
+/// Split one JSON object (with optional surrounding whitespace) into its members.
+pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
+    let mut c = Cursor {
+        src: text,
+        bytes: text.as_bytes(),
+        pos: 0,
+        depth: 0,
+    };
+    c.ws();
+    let mut root = TextRoot {
+        aws: None,
+        members: Vec::with_capacity(16),
+    };
+    c.object(|c, key| {
+        if key == "_aws" {
+            root.aws = Some(c.aws()?);
+        } else {
+            let raw = c.skip_value()?;
+            root.members.push((key, raw));
+        }
+        Ok(())
+    })?;
+    c.ws();
+    if c.pos != c.bytes.len() {
+        return Err(NotJson);
+    }
+    Ok(root)
+}
+
+struct Cursor<'a> {
+    src: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    #[inline]
+    fn eat(&mut self, b: u8) -> Result<()> {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(NotJson)
+        }
+    }
+
+    fn enter(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth >= MAX_DEPTH {
+            return Err(NotJson);
+        }
+        Ok(())
+    }
+
+    /// An object at the cursor; `member` is called at each value with its key and must
+    /// consume the value. Whitespace before the object must already be skipped.
+    fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
+    ) -> Result<()> {
+        self.eat(b'{')?;
+        self.enter()?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            member(self, key)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(NotJson),
+            }
+        }
+    }
+
+    /// An array at the cursor; `element` is called at each element and must consume it.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        self.eat(b'[')?;
+        self.enter()?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            element(self)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(NotJson),
+            }
+        }
+    }
+
+    /// The span of a string literal at the cursor (quotes included) and whether it holds
+    /// escapes. Control characters are refused, as JSON requires.
+    fn string_span(&mut self) -> Result<(usize, bool)> {
+        let start = self.pos;
+        self.eat(b'"')?;
+        let mut escaped = false;
+        loop {
+            let rest = self.bytes.get(self.pos..).ok_or(NotJson)?;
+            let i = memchr::memchr2(b'"', b'\\', rest).ok_or(NotJson)?;
+            if rest[..i].iter().any(|&b| b < 0x20) {
+                return Err(NotJson);
+            }
+            self.pos += i;
+            if rest[i] == b'"' {
+                self.pos += 1;
+                return Ok((start, escaped));
+            }
+            // A backslash: skip it and the escaped byte; serde_json checks the escape later.
+            escaped = true;
+            self.pos += 2;
+        }
+    }
+
+    /// A string at the cursor, borrowed unless it holds escapes.
+    fn string(&mut self) -> Result<Cow<'a, str>> {
+        let (start, escaped) = self.string_span()?;
+        let lit = self.src.get(start..self.pos).ok_or(NotJson)?;
+        if escaped {
+            serde_json::from_str::<String>(lit)
+                .map(Cow::Owned)
+                .map_err(|_| NotJson)
+        } else {
+            lit.get(1..lit.len() - 1).map(Cow::Borrowed).ok_or(NotJson)
+        }
+    }
+
+    /// A number at the cursor, checked against the JSON grammar; its text.
+    fn number_text(&mut self) -> Result<&'a str> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(NotJson),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            self.some_digits()?;
+        }
+        self.src.get(start..self.pos).ok_or(NotJson)
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Result<()> {
+        let start = self.pos;
+        self.digits();
+        if self.pos == start {
+            Err(NotJson)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A number at the cursor as serde_json would give it: an exact integer when it is one
+    /// and fits, else an f64; out of f64 range is an error, as in serde_json.
+    fn number(&mut self) -> Result<Num> {
+        let text = self.number_text()?;
+        let integral = !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+        if integral {
+            if let Ok(u) = text.parse::<u64>() {
+                return Ok(Num::U(u));
+            }
+            if let Ok(i) = text.parse::<i64>() {
+                return Ok(Num::I(i));
+            }
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Num::F(f)),
+            _ => Err(NotJson),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<()> {
+        let end = self.pos + word.len();
+        if self.bytes.get(self.pos..end) == Some(word) {
+            self.pos = end;
+            Ok(())
+        } else {
+            Err(NotJson)
+        }
+    }
+
+    /// Check and pass over any value; its raw text.
+    fn skip_value(&mut self) -> Result<&'a str> {
+        let start = self.pos;
+        match self.peek() {
+            Some(b'"') => {
+                let (s, escaped) = self.string_span()?;
+                if escaped {
+                    // Let serde_json judge the escapes (a lone surrogate is refused), exactly as
+                    // it does when it reads the line into a `Value`.
+                    let lit = self.src.get(s..self.pos).ok_or(NotJson)?;
+                    serde_json::from_str::<String>(lit).map_err(|_| NotJson)?;
+                }
+            }
+            Some(b'{') => self.object(|c, _| c.skip_value().map(|_| ()))?,
+            Some(b'[') => self.array(|c| c.skip_value().map(|_| ()))?,
+            Some(b't') => self.literal(b"true")?,
+            Some(b'f') => self.literal(b"false")?,
+            Some(b'n') => self.literal(b"null")?,
+            _ => {
+                self.number_text()?;
+            }
+        }
+        self.src.get(start..self.pos).ok_or(NotJson)
+    }
+
+    /// A value read as a string field: a string, or `Wrong` (consumed).
+    fn str_field(&mut self) -> Result<Field<Cow<'a, str>>> {
+        if self.peek() == Some(b'"') {
+            return self.string().map(Field::Ok);
+        }
+        self.skip_value().map(|_| Field::Wrong)
+    }
+
+    /// A value read as a number field.
+    fn num_field(&mut self) -> Result<Field<Num>> {
+        if let Some(b'-' | b'0'..=b'9') = self.peek() {
+            return self.number().map(Field::Ok);
+        }
+        self.skip_value().map(|_| Field::Wrong)
+    }
+
+    fn aws(&mut self) -> Result<AwsField<'a>> {
+        if self.peek() != Some(b'{') {
+            self.skip_value()?;
+            return Ok(AwsField::NotObject);
+        }
+        let mut aws = Aws::default();
+        // A repeated key: the last one wins.
+        self.object(|c, key| {
+            match &*key {
+                "Timestamp" => aws.timestamp = c.num_field()?,
+                "CloudWatchMetrics" => aws.directives = c.directives()?,
+                _ => {
+                    c.skip_value()?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(AwsField::Object(aws))
+    }
+
+    fn directives(&mut self) -> Result<Field<Vec<Directive<'a>>>> {
+        if self.peek() != Some(b'[') {
+            return self.skip_value().map(|_| Field::Wrong);
+        }
+        let mut list = Vec::new();
+        self.array(|c| {
+            list.push(c.directive()?);
+            Ok(())
+        })?;
+        Ok(Field::Ok(list))
+    }
+
+    fn directive(&mut self) -> Result<Directive<'a>> {
+        if self.peek() != Some(b'{') {
+            self.skip_value()?;
+            return Ok(Directive::NotObject);
+        }
+        let mut d = DirectiveBody::default();
+        self.object(|c, key| {
+            match &*key {
+                "Namespace" => d.namespace = c.str_field()?,
+                "Dimensions" => d.dimensions = c.dimension_sets()?,
+                "Metrics" => d.metrics = c.definitions()?,
+                _ => {
+                    c.skip_value()?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Directive::Object(d))
+    }
+
+    fn dimension_sets(&mut self) -> Result<Field<DimensionSets<'a>>> {
+        if self.peek() != Some(b'[') {
+            return self.skip_value().map(|_| Field::Wrong);
+        }
+        let mut sets = DimensionSets::default();
+        let mut ok = true;
+        self.array(|c| {
+            if c.peek() != Some(b'[') {
+                ok = false;
+                return c.skip_value().map(|_| ());
+            }
+            c.array(|c| {
+                match c.str_field()? {
+                    Field::Ok(k) => sets.keys.push(k),
+                    _ => ok = false,
+                }
+                Ok(())
+            })?;
+            sets.ends.push(sets.keys.len());
+            Ok(())
+        })?;
+        Ok(if ok { Field::Ok(sets) } else { Field::Wrong })
+    }
+
+    fn definitions(&mut self) -> Result<Field<Vec<Definition<'a>>>> {
+        if self.peek() != Some(b'[') {
+            return self.skip_value().map(|_| Field::Wrong);
+        }
+        let mut list = Vec::new();
+        let mut ok = true;
+        self.array(|c| {
+            if c.peek() != Some(b'{') {
+                ok = false;
+                return c.skip_value().map(|_| ());
+            }
+            let mut m = Definition::default();
+            c.object(|c, key| {
+                match &*key {
+                    "Name" => m.name = c.str_field()?,
+                    "Unit" => m.unit = c.str_field()?,
+                    "StorageResolution" => m.resolution = c.num_field()?,
+                    _ => {
+                        c.skip_value()?;
+                    }
+                }
+                Ok(())
+            })?;
+            if ok {
+                list.push(m);
+            }
+            Ok(())
+        })?;
+        Ok(if ok { Field::Ok(list) } else { Field::Wrong })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scanner accepts exactly the objects serde_json accepts.
+    fn agrees(text: &str) {
+        let serde_ok = matches!(
+            serde_json::from_str::<serde_json::Value>(text),
+            Ok(serde_json::Value::Object(_))
+        );
+        assert_eq!(root(text).is_ok(), serde_ok, "{text:?}");
+    }
+
+    #[test]
+    fn grammar() {
+        for t in [
+            "{}",
+            " {} ",
+            "{\"a\":1}",
+            "{\"a\":-0.5e+3,\"b\":[true,false,null,{}],\"c\":\"x\\n\\u00e9\"}",
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":.5}",
+            "{\"a\":+1}",
+            "{\"a\":-}",
+            "{\"a\":1e}",
+            "{\"a\":NaN}",
+            "{\"a\":Infinity}",
+            "{\"a\":tru}",
+            "{\"a\":\"\u{1}\"}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\ud800\"}",
+            "{\"a\":1,}",
+            "{\"a\":[1,]}",
+            "{\"a\" 1}",
+            "{a:1}",
+            "{\"a\":1}x",
+            "{\"a\":1}{}",
+            "{\"a\":[1 2]}",
+            "{\"_aws\":{\"Timestamp\":1e400}}",
+            "[]",
+            "\"s\"",
+            "",
+            "{",
+            "{\"a\":\"",
+            "{\"a\":\"\\",
+        ] {
+            agrees(t);
+        }
+    }
+
+    #[test]
+    fn out_of_range_numbers() {
+        // A root member is only checked for syntax (its number is judged where it is used:
+        // a metric value out of range is `metric_value_not_numeric`)...
+        assert!(root("{\"a\":1e400}").is_ok());
+        assert!(root("{\"_aws\":1e400}").is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>("{\"a\":1e400}").is_err());
+        // ...while a number read inside `_aws` must fit, as in serde_json.
+        assert!(root("{\"_aws\":{\"Timestamp\":1e400}}").is_err());
+    }
+
+    #[test]
+    fn nesting_limit_matches_serde_json() {
+        for depth in [125, 126, 127, 128, 200] {
+            let t = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+            agrees(&t);
+            let t = format!(
+                "{{\"_aws\":{{\"x\":{}1{}}}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            agrees(&t);
+        }
+    }
+
+    #[test]
+    fn members_and_aws() {
+        let r = root(r#"{"a":1,"_aws":{"Timestamp":5},"b":[1, 2],"a\u0062":"x"}"#)
+            .unwrap_or_else(|_| panic!("root"));
+        let keys: Vec<&str> = r.members.iter().map(|(k, _)| &**k).collect();
+        assert_eq!(keys, ["a", "b", "ab"]);
+        let raws: Vec<&str> = r.members.iter().map(|(_, v)| *v).collect();
+        assert_eq!(raws, ["1", "[1, 2]", "\"x\""]);
+        let Some(AwsField::Object(aws)) = r.aws else {
+            panic!("aws")
+        };
+        assert_eq!(aws.timestamp, Field::Ok(Num::U(5)));
+    }
+}

@@ -1,0 +1,390 @@
+//! The extension's run loop: register, bind the telemetry listener, subscribe, then serve
+//! `/event/next` until SHUTDOWN.
+//!
+//! In: the [`Config`] and the Lambda APIs. Out: the process exit code, and one `summary {json}`
+//! line at SHUTDOWN with the intake counters, the tracker's counters and the subscription outcome.
+//!
+//! Lambda waits for every extension to register before it starts the runtime, so registration
+//! comes first and everything slow after it. The loop never calls `/next` again after SHUTDOWN,
+//! and a panic in any spawned task is logged while the loop goes on. Flushing hooks in through
+//! [`Flusher`]: after each INVOKE (with `LOUPE_FLUSH=end`, once that request's runtimeDone has
+//! been applied or its wait reached the deadline) and at SHUTDOWN, each bounded by its deadline.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{Config, FlushStrategy};
+use crate::invocation::{self, Tracker, TrackerHandle, TrackerStats};
+use crate::lambda::client::{
+    self, EventKind, ExtensionClient, InvokeEvent, NextEvent, ShutdownEvent,
+};
+use crate::lambda::listener::{self, Intake, LogReceiver, log_queue};
+use crate::lambda::stats::{Stats, StatsSnapshot};
+use crate::lambda::subscribe::{self, Api, Subscription};
+
+/// Log lines queued towards the pipeline, at most.
+pub const LOG_QUEUE_LINES: usize = 8_192;
+/// Bytes of log records queued towards the pipeline, at most.
+pub const LOG_QUEUE_BYTES: usize = 16 << 20;
+/// Consecutive `/next` failures before loupe gives up.
+const MAX_NEXT_FAILURES: u32 = 5;
+/// Stop waiting for runtimeDone this long before the invocation's deadline, so the wait never
+/// turns into a timeout of the function.
+const INVOKE_MARGIN: Duration = Duration::from_millis(200);
+/// Finish this long before the SHUTDOWN deadline (Lambda kills the process at the deadline).
+const SHUTDOWN_MARGIN: Duration = Duration::from_millis(100);
+/// Used when an event carries no deadline.
+const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
+const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
+
+/// What a [`Flusher`] may use: the tracker (to drain completed invocations for platform
+/// metrics) and the intake counters (for loupe's own metrics).
+#[derive(Clone, Copy, Debug)]
+pub struct FlushContext<'a> {
+    pub tracker: &'a TrackerHandle,
+    pub stats: &'a Stats,
+}
+
+/// The seam for flushing: called by the run loop at the points where data must leave.
+pub trait Flusher {
+    /// After each INVOKE event, before the next `/next`; must finish by `deadline` (the
+    /// invocation's deadline less a margin). With `LOUPE_FLUSH=end` it is called once the
+    /// request's runtimeDone was applied (or the wait reached the deadline); with the other
+    /// strategies at once, so it decides itself whether to wait.
+    fn after_invoke(
+        &mut self,
+        ctx: FlushContext<'_>,
+        invoke: &InvokeEvent,
+        deadline: Instant,
+    ) -> impl Future<Output = ()>;
+    /// At SHUTDOWN, the final drain point, once the last reports arrived (or half the time
+    /// left passed); must finish by `deadline`.
+    fn at_shutdown(&mut self, ctx: FlushContext<'_>, deadline: Instant)
+    -> impl Future<Output = ()>;
+}
+
+/// Flushes nothing: there is nothing to send yet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoFlush;
+
+impl Flusher for NoFlush {
+    async fn after_invoke(&mut self, _: FlushContext<'_>, _: &InvokeEvent, _: Instant) {}
+    async fn at_shutdown(&mut self, _: FlushContext<'_>, _: Instant) {}
+}
+
+/// Runs the extension until SHUTDOWN.
+pub async fn run(config: Config) -> ExitCode {
+    run_with(config, NoFlush).await
+}
+
+/// Runs the extension with the given flusher.
+pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
+    let Some(base) = config.lambda.runtime_api.clone() else {
+        log::error!("AWS_LAMBDA_RUNTIME_API is not set: loupe runs as a Lambda extension only");
+        return ExitCode::FAILURE;
+    };
+    let name = extension_name();
+    let managed = config.lambda.is_managed_instances();
+    // Managed Instances refuse INVOKE for external extensions.
+    let events: &[EventKind] = if managed {
+        &[EventKind::Shutdown]
+    } else {
+        &[EventKind::Invoke, EventKind::Shutdown]
+    };
+    let (client, registration) = match client::register(&base, &name, events).await {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("registering as extension {name:?} failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "registered as {name:?} for {events:?} (function {:?})",
+        registration.function_name.as_deref().unwrap_or("?")
+    );
+
+    let stats = Arc::new(Stats::default());
+    let (tracker, tracker_task) = invocation::spawn(Tracker::default());
+    supervise("invocation tracker", tracker_task);
+    let (logs, log_rx) = log_queue(LOG_QUEUE_LINES, LOG_QUEUE_BYTES);
+    supervise(
+        "log line consumer",
+        tokio::spawn(count_log_lines(log_rx, stats.clone())),
+    );
+
+    let bound = bind_listener(config.listener_port)
+        .await
+        .and_then(|socket| Ok((socket.local_addr()?.port(), socket)));
+    let subscription = match bound {
+        Ok((port, socket)) => {
+            let intake = Arc::new(Intake {
+                stats: stats.clone(),
+                platform: Box::new(tracker.clone()),
+                logs,
+            });
+            supervise("telemetry listener", listener::spawn(socket, intake));
+            log::debug!("telemetry listener on port {port}");
+            subscribe::subscribe(&client, port, managed, config.extension_logs).await
+        }
+        Err(e) => {
+            log::warn!("the telemetry listener could not bind ({e}): loupe processes nothing");
+            Subscription {
+                api: Api::None,
+                schema: None,
+                attempts: vec![format!("listener: {e}")],
+            }
+        }
+    };
+
+    let mut state = LoopState {
+        config: &config,
+        client: &client,
+        tracker: &tracker,
+        stats: &stats,
+        subscription: &subscription,
+        invokes: 0,
+        next_errors: 0,
+    };
+    state.serve(&mut flusher).await
+}
+
+struct LoopState<'a> {
+    config: &'a Config,
+    client: &'a ExtensionClient,
+    tracker: &'a TrackerHandle,
+    stats: &'a Stats,
+    subscription: &'a Subscription,
+    invokes: u64,
+    next_errors: u64,
+}
+
+impl LoopState<'_> {
+    async fn serve(&mut self, flusher: &mut impl Flusher) -> ExitCode {
+        let mut failures = 0u32;
+        loop {
+            let event = match self.client.next_event().await {
+                Ok(event) => {
+                    failures = 0;
+                    event
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.next_errors += 1;
+                    if failures >= MAX_NEXT_FAILURES {
+                        log::error!(
+                            "event/next failed {failures} times in a row, last: {e}; loupe exits"
+                        );
+                        let message = format!("event/next failed {failures} times: {e}");
+                        if let Err(e) = self
+                            .client
+                            .exit_error("Extension.EventNextFailed", &message)
+                            .await
+                        {
+                            log::debug!("exit/error not delivered: {e}");
+                        }
+                        let deadline = Instant::now() + DEFAULT_SHUTDOWN_BUDGET;
+                        self.summary(None, deadline).await;
+                        return ExitCode::FAILURE;
+                    }
+                    log::warn!("event/next failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << failures)).await;
+                    continue;
+                }
+            };
+            match event {
+                NextEvent::Invoke(invoke) => self.on_invoke(invoke, flusher).await,
+                NextEvent::Shutdown(shutdown) => {
+                    self.on_shutdown(shutdown, flusher).await;
+                    return ExitCode::SUCCESS;
+                }
+                NextEvent::Other(kind) => log::warn!("event {kind:?} is not known; skipped"),
+            }
+        }
+    }
+
+    async fn on_invoke(&mut self, invoke: InvokeEvent, flusher: &mut impl Flusher) {
+        self.invokes += 1;
+        log::debug!("invoke {}", invoke.request_id);
+        let deadline = deadline_instant(invoke.deadline_ms, DEFAULT_INVOKE_WAIT, INVOKE_MARGIN);
+        // Without a subscription no runtimeDone can come: waiting would only cost the user.
+        if self.config.flush == FlushStrategy::End && self.subscription.api != Api::None {
+            match self
+                .tracker
+                .wait_runtime_done(&invoke.request_id, deadline)
+                .await
+            {
+                Some(done) => {
+                    log::debug!("runtimeDone {} {} applied", invoke.request_id, done.status)
+                }
+                None => log::debug!(
+                    "no runtimeDone for {} before its deadline",
+                    invoke.request_id
+                ),
+            }
+        }
+        let ctx = self.context();
+        bounded(deadline, flusher.after_invoke(ctx, &invoke, deadline)).await;
+    }
+
+    async fn on_shutdown(&mut self, shutdown: ShutdownEvent, flusher: &mut impl Flusher) {
+        let deadline = deadline_instant(
+            shutdown.deadline_ms,
+            DEFAULT_SHUTDOWN_BUDGET,
+            SHUTDOWN_MARGIN,
+        );
+        log::debug!("shutdown ({})", shutdown.shutdown_reason);
+        // The last invocation's report is emitted when loupe called /next and arrives during
+        // this window: wait for it, with half the time left, so the final flush sees it.
+        let now = Instant::now();
+        let settle = now + deadline.saturating_duration_since(now) / 2;
+        if !self.tracker.wait_reports(settle).await {
+            log::debug!("shutdown: still waiting for a report; going on without it");
+        }
+        let ctx = self.context();
+        bounded(deadline, flusher.at_shutdown(ctx, deadline)).await;
+        self.summary(Some(shutdown.shutdown_reason.as_str()), deadline)
+            .await;
+    }
+
+    fn context(&self) -> FlushContext<'_> {
+        FlushContext {
+            tracker: self.tracker,
+            stats: self.stats,
+        }
+    }
+
+    async fn summary(&self, shutdown_reason: Option<&str>, deadline: Instant) {
+        let tracker = self.tracker.finish(deadline).await;
+        let summary = Summary {
+            api: self.subscription.api,
+            schema: self.subscription.schema,
+            attempts: &self.subscription.attempts,
+            shutdown_reason,
+            invokes: self.invokes,
+            next_errors: self.next_errors,
+            tracker,
+            telemetry: self.stats.snapshot(),
+        };
+        match serde_json::to_string(&summary) {
+            Ok(json) => log::info!("summary {json}"),
+            Err(e) => log::info!("summary not encodable: {e}"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary<'a> {
+    api: Api,
+    schema: Option<&'static str>,
+    attempts: &'a [String],
+    shutdown_reason: Option<&'a str>,
+    invokes: u64,
+    next_errors: u64,
+    tracker: Option<TrackerStats>,
+    telemetry: StatsSnapshot,
+}
+
+/// Counts the log lines and bytes that reach the end of the queue (the log and metric pipeline
+/// takes this place).
+pub async fn count_log_lines(mut rx: LogReceiver, stats: Arc<Stats>) {
+    while let Some(line) = rx.recv().await {
+        stats.log_line_consumed(line.size);
+    }
+}
+
+/// The configured port, or a free one if it is taken.
+async fn bind_listener(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    match listener::bind(port).await {
+        Ok(socket) => Ok(socket),
+        Err(e) if port != 0 => {
+            log::warn!("telemetry listener port {port} is not free ({e}); using a free port");
+            listener::bind(0).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The executable's file name, which Lambda requires as the extension name.
+fn extension_name() -> String {
+    let from_arg0 = std::env::args_os().next().and_then(|a| {
+        std::path::Path::new(&a)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    from_arg0
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
+        .unwrap_or_else(|| "loupe".to_string())
+}
+
+/// An epoch-ms deadline as an `Instant`, `margin` earlier; `default` from now when absent.
+fn deadline_instant(deadline_ms: Option<u64>, default: Duration, margin: Duration) -> Instant {
+    let now = Instant::now();
+    let Some(deadline_ms) = deadline_ms else {
+        return now + default;
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    now + left.saturating_sub(margin)
+}
+
+async fn bounded(deadline: Instant, work: impl Future<Output = ()>) {
+    if tokio::time::timeout_at(deadline, work).await.is_err() {
+        log::warn!("flush cut short at its deadline");
+    }
+}
+
+/// Logs how a spawned task ended if it was not expected to: a panic is caught at the task's edge
+/// and the extension goes on.
+fn supervise(name: &'static str, task: JoinHandle<()>) {
+    tokio::spawn(async move {
+        match task.await {
+            Ok(()) => log::debug!("{name} task ended"),
+            Err(e) => log::error!("{name} task failed: {e}"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_from_epoch_ms() {
+        let now = Instant::now();
+        let epoch_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let d = deadline_instant(
+            Some(epoch_now + 10_000),
+            Duration::ZERO,
+            Duration::from_millis(200),
+        );
+        let left = d - now;
+        // The wall clock moved on a little between the two readings above.
+        assert!(left <= Duration::from_millis(9_800), "{left:?}");
+        assert!(left >= Duration::from_millis(9_000), "{left:?}");
+        // A deadline in the past gives now.
+        assert_eq!(
+            deadline_instant(Some(1), Duration::ZERO, Duration::ZERO),
+            now
+        );
+        assert_eq!(
+            deadline_instant(None, Duration::from_secs(1), Duration::ZERO),
+            now + Duration::from_secs(1)
+        );
+    }
+}

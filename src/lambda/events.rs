@@ -1,0 +1,1003 @@
+//! Telemetry API and Logs API events, decoded one by one.
+//!
+//! In: the body of one POST from Lambda (a JSON array of events).
+//! Out: [`Event`]s, each either a platform event (for the invocation tracker) or a log line
+//! (`function` / `extension` records, for the log and metric pipeline), and counters in
+//! [`Stats`].
+//!
+//! The body is first split into raw array elements; each element is then decoded on its own, so
+//! an unknown type, an unexpected field or one malformed event never costs the rest of the batch.
+//! Enumerations the platform extends over time (status, initialization type, phase) are kept as
+//! open values, and numbers the docs call integers are accepted as floats too (the platform's own
+//! Go structs type `billedDurationMs` as a float).
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::stats::Stats;
+
+/// A `function` or `extension` record larger than this (as JSON text) is counted and dropped.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// A platform record larger than this is counted as oversized and dropped. Real ones are under
+/// 2 KiB; the cap bounds what the invocation tracker may hold per invocation.
+pub const MAX_PLATFORM_RECORD_BYTES: usize = 16 << 10;
+
+/// One decoded event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Platform(Box<PlatformEvent>),
+    Log(LogLine),
+}
+
+/// A `platform.*` event with the time Lambda generated it (ISO 8601, as sent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlatformEvent {
+    pub time: Option<String>,
+    pub kind: Platform,
+}
+
+/// Every platform event type of the Telemetry API (schemas 2022-07-01 to 2025-01-29) and the
+/// Logs API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Platform {
+    InitStart(InitStart),
+    InitRuntimeDone(PhaseDone),
+    InitReport(PhaseReport),
+    Start(Start),
+    RuntimeDone(RuntimeDone),
+    Report(Report),
+    RestoreStart(InitStart),
+    RestoreRuntimeDone(PhaseDone),
+    RestoreReport(PhaseReport),
+    Extension(ExtensionState),
+    TelemetrySubscription(Subscription),
+    LogsDropped(LogsDropped),
+    /// Logs API only: the end of an invocation.
+    End {
+        request_id: String,
+    },
+    /// Logs API only: a free-text fault line (`RequestId: ... Status: error ...`).
+    Fault(String),
+    /// Logs API only.
+    LogsSubscription(Subscription),
+}
+
+/// A `function` or `extension` record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    pub time: Option<String>,
+    pub source: LogSource,
+    pub record: LogRecord,
+    /// Size of the record as it arrived (JSON text), for queue accounting.
+    pub size: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogSource {
+    Function,
+    Extension,
+}
+
+/// A record is a string in Text log format (and with every Logs API or 2022-07-01 subscription),
+/// and an already-parsed JSON value in JSON log format.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogRecord {
+    Text(String),
+    Json(serde_json::Value),
+}
+
+/// Invocation and phase status: an open set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    Error,
+    Failure,
+    Timeout,
+    Other(String),
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Status {
+        if s.eq_ignore_ascii_case("success") {
+            Status::Success
+        } else if s.eq_ignore_ascii_case("error") {
+            Status::Error
+        } else if s.eq_ignore_ascii_case("failure") {
+            Status::Failure
+        } else if s.eq_ignore_ascii_case("timeout") {
+            Status::Timeout
+        } else {
+            Status::Other(s.to_string())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+            Status::Failure => "failure",
+            Status::Timeout => "timeout",
+            Status::Other(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Status::parse(&s))
+    }
+}
+
+/// `tracing` of start, runtimeDone and report: the X-Ray trace header value.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceContext {
+    pub span_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Span {
+    pub name: String,
+    pub start: Option<String>,
+    #[serde(default, deserialize_with = "opt_f64")]
+    pub duration_ms: Option<f64>,
+}
+
+/// Fields of a record that loupe does not know; tolerated, and counted in [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    pub unknown_fields: u32,
+}
+
+impl<'de> Deserialize<'de> for Extra {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CountKeys;
+        impl<'de> Visitor<'de> for CountKeys {
+            type Value = Extra;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Extra, A::Error> {
+                let mut n = 0u32;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+                    n = n.saturating_add(1);
+                }
+                Ok(Extra { unknown_fields: n })
+            }
+        }
+        d.deserialize_map(CountKeys)
+    }
+}
+
+/// `platform.initStart` and `platform.restoreStart`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitStart {
+    pub initialization_type: Option<String>,
+    pub phase: Option<String>,
+    pub function_name: Option<String>,
+    pub function_version: Option<String>,
+    pub function_arn: Option<String>,
+    pub runtime_version: Option<String>,
+    pub runtime_version_arn: Option<String>,
+    pub instance_id: Option<String>,
+    /// MB; documented as a string for restoreStart, a number elsewhere: both accepted.
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub instance_max_memory: Option<u64>,
+    pub tracing: Option<TraceContext>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `platform.initRuntimeDone` and `platform.restoreRuntimeDone`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseDone {
+    pub initialization_type: Option<String>,
+    pub phase: Option<String>,
+    pub status: Option<Status>,
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `platform.initReport` and `platform.restoreReport`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseReport {
+    pub initialization_type: Option<String>,
+    pub phase: Option<String>,
+    pub status: Option<Status>,
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub metrics: PhaseMetrics,
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseMetrics {
+    #[serde(default, deserialize_with = "opt_f64")]
+    pub duration_ms: Option<f64>,
+    /// Logs API, SnapStart only.
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub billed_duration_ms: Option<u64>,
+}
+
+/// `platform.start`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Start {
+    pub request_id: String,
+    pub version: Option<String>,
+    pub function_arn: Option<String>,
+    pub tenant_id: Option<String>,
+    pub tracing: Option<TraceContext>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `platform.runtimeDone`: the runtime finished the invocation (it called /next).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeDone {
+    pub request_id: String,
+    pub status: Option<Status>,
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub metrics: RuntimeDoneMetrics,
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    pub tracing: Option<TraceContext>,
+    pub tenant_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeDoneMetrics {
+    #[serde(default, deserialize_with = "opt_f64")]
+    pub duration_ms: Option<f64>,
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub produced_bytes: Option<u64>,
+}
+
+/// `platform.report`: what the invocation cost. Arrives after every extension called /next.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub request_id: String,
+    pub status: Option<Status>,
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub metrics: ReportMetrics,
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    pub tracing: Option<TraceContext>,
+    pub tenant_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// On Managed Instances only `duration_ms` is present.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportMetrics {
+    #[serde(default, deserialize_with = "opt_f64")]
+    pub duration_ms: Option<f64>,
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub billed_duration_ms: Option<u64>,
+    #[serde(default, rename = "memorySizeMB", deserialize_with = "opt_u64")]
+    pub memory_size_mb: Option<u64>,
+    #[serde(default, rename = "maxMemoryUsedMB", deserialize_with = "opt_u64")]
+    pub max_memory_used_mb: Option<u64>,
+    #[serde(default, deserialize_with = "opt_f64")]
+    pub init_duration_ms: Option<f64>,
+    #[serde(default, deserialize_with = "opt_f64")]
+    pub restore_duration_ms: Option<f64>,
+}
+
+/// `platform.extension`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionState {
+    pub name: Option<String>,
+    pub state: Option<String>,
+    #[serde(default)]
+    pub events: Vec<String>,
+    pub error_type: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `platform.telemetrySubscription` and (Logs API) `platform.logsSubscription`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub name: Option<String>,
+    pub state: Option<String>,
+    #[serde(default)]
+    pub types: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `platform.logsDropped`: Lambda dropped records because the consumer was too slow.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsDropped {
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub dropped_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub dropped_records: Option<u64>,
+    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The event types loupe knows, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    InitStart,
+    InitRuntimeDone,
+    InitReport,
+    Start,
+    RuntimeDone,
+    Report,
+    RestoreStart,
+    RestoreRuntimeDone,
+    RestoreReport,
+    Extension,
+    TelemetrySubscription,
+    LogsDropped,
+    End,
+    Fault,
+    LogsSubscription,
+    Function,
+    ExtensionLog,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 17] = [
+        EventType::InitStart,
+        EventType::InitRuntimeDone,
+        EventType::InitReport,
+        EventType::Start,
+        EventType::RuntimeDone,
+        EventType::Report,
+        EventType::RestoreStart,
+        EventType::RestoreRuntimeDone,
+        EventType::RestoreReport,
+        EventType::Extension,
+        EventType::TelemetrySubscription,
+        EventType::LogsDropped,
+        EventType::End,
+        EventType::Fault,
+        EventType::LogsSubscription,
+        EventType::Function,
+        EventType::ExtensionLog,
+    ];
+
+    /// The `type` string on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::InitStart => "platform.initStart",
+            EventType::InitRuntimeDone => "platform.initRuntimeDone",
+            EventType::InitReport => "platform.initReport",
+            EventType::Start => "platform.start",
+            EventType::RuntimeDone => "platform.runtimeDone",
+            EventType::Report => "platform.report",
+            EventType::RestoreStart => "platform.restoreStart",
+            EventType::RestoreRuntimeDone => "platform.restoreRuntimeDone",
+            EventType::RestoreReport => "platform.restoreReport",
+            EventType::Extension => "platform.extension",
+            EventType::TelemetrySubscription => "platform.telemetrySubscription",
+            EventType::LogsDropped => "platform.logsDropped",
+            EventType::End => "platform.end",
+            EventType::Fault => "platform.fault",
+            EventType::LogsSubscription => "platform.logsSubscription",
+            EventType::Function => "function",
+            EventType::ExtensionLog => "extension",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Position in [`EventType::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    time: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(borrow)]
+    record: Option<&'a RawValue>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+/// Why one event was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not an event object: {0}")]
+    Envelope(serde_json::Error),
+    #[error("{kind} has no record")]
+    NoRecord { kind: String },
+    #[error("{kind} record: {source}")]
+    Record {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("{kind} record of {bytes} bytes is over its size cap")]
+    Oversized { kind: &'static str, bytes: usize },
+}
+
+/// Decodes one POST body. Never fails as a whole: a body that is not a JSON array is counted as
+/// malformed and yields nothing; inside an array every event stands on its own.
+pub fn decode_batch(body: &[u8], stats: &Stats) -> Vec<Event> {
+    stats.batch();
+    let raws: Vec<&RawValue> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            stats.malformed_body();
+            log::debug!("telemetry body is not a JSON array of events: {e}");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::with_capacity(raws.len());
+    for raw in raws {
+        match decode_event(raw) {
+            Ok((ty, event, unknown_fields)) => {
+                stats.event(ty);
+                stats.unknown_fields(unknown_fields);
+                out.push(event);
+            }
+            Err(DecodeError::UnknownType(t)) => {
+                stats.unknown_type();
+                log::debug!("telemetry event of unknown type {t:?} skipped");
+            }
+            Err(e @ DecodeError::Oversized { .. }) => {
+                stats.oversized_record();
+                log::debug!("{e}");
+            }
+            Err(e) => {
+                stats.malformed_event();
+                log::debug!("telemetry event skipped: {e}");
+            }
+        }
+    }
+    out
+}
+
+/// Decodes one event; returns its type, the event and how many unknown fields it carried.
+pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeError> {
+    let env: Envelope<'_> = serde_json::from_str(raw.get()).map_err(DecodeError::Envelope)?;
+    let ty = EventType::from_name(&env.kind).ok_or(DecodeError::UnknownType(env.kind.clone()))?;
+    let record = env.record.ok_or(DecodeError::NoRecord { kind: env.kind })?;
+    let time = env.time;
+    let err = |source| DecodeError::Record {
+        kind: ty.name(),
+        source,
+    };
+    let mut extra = env.extra.unknown_fields;
+    let is_log = matches!(ty, EventType::Function | EventType::ExtensionLog);
+    if !is_log && record.get().len() > MAX_PLATFORM_RECORD_BYTES {
+        return Err(DecodeError::Oversized {
+            kind: ty.name(),
+            bytes: record.get().len(),
+        });
+    }
+    macro_rules! platform {
+        ($variant:ident, $t:ty) => {{
+            let r: $t = serde_json::from_str(record.get()).map_err(err)?;
+            extra = extra.saturating_add(r.extra.unknown_fields);
+            Platform::$variant(r)
+        }};
+    }
+    let kind = match ty {
+        EventType::Function | EventType::ExtensionLog => {
+            let bytes = record.get().len();
+            if bytes > MAX_RECORD_BYTES {
+                return Err(DecodeError::Oversized {
+                    kind: ty.name(),
+                    bytes,
+                });
+            }
+            let source = if ty == EventType::Function {
+                LogSource::Function
+            } else {
+                LogSource::Extension
+            };
+            let record = decode_log_record(record).map_err(err)?;
+            return Ok((
+                ty,
+                Event::Log(LogLine {
+                    time,
+                    source,
+                    record,
+                    size: bytes,
+                }),
+                extra,
+            ));
+        }
+        EventType::InitStart => platform!(InitStart, InitStart),
+        EventType::InitRuntimeDone => platform!(InitRuntimeDone, PhaseDone),
+        EventType::InitReport => platform!(InitReport, PhaseReport),
+        EventType::Start => platform!(Start, Start),
+        EventType::RuntimeDone => platform!(RuntimeDone, RuntimeDone),
+        EventType::Report => platform!(Report, Report),
+        EventType::RestoreStart => platform!(RestoreStart, InitStart),
+        EventType::RestoreRuntimeDone => platform!(RestoreRuntimeDone, PhaseDone),
+        EventType::RestoreReport => platform!(RestoreReport, PhaseReport),
+        EventType::Extension => platform!(Extension, ExtensionState),
+        EventType::TelemetrySubscription => platform!(TelemetrySubscription, Subscription),
+        EventType::LogsSubscription => platform!(LogsSubscription, Subscription),
+        EventType::LogsDropped => platform!(LogsDropped, LogsDropped),
+        EventType::End => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct End {
+                request_id: String,
+                #[serde(flatten)]
+                extra: Extra,
+            }
+            let r: End = serde_json::from_str(record.get()).map_err(err)?;
+            extra = extra.saturating_add(r.extra.unknown_fields);
+            Platform::End {
+                request_id: r.request_id,
+            }
+        }
+        EventType::Fault => {
+            let r: String = serde_json::from_str(record.get()).map_err(err)?;
+            Platform::Fault(r)
+        }
+    };
+    Ok((
+        ty,
+        Event::Platform(Box::new(PlatformEvent { time, kind })),
+        extra,
+    ))
+}
+
+fn decode_log_record(raw: &RawValue) -> Result<LogRecord, serde_json::Error> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str(text).map(LogRecord::Text)
+    } else {
+        serde_json::from_str(text).map(LogRecord::Json)
+    }
+}
+
+/// A JSON number (integer or float) or a numeric string; `null` is `None`.
+pub(crate) fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    d.deserialize_any(LenientNumber)
+        .map(|n| n.filter(|v| v.is_finite()))
+}
+
+/// Like [`opt_f64`], rounded to a whole non-negative number.
+pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = d.deserialize_any(LenientNumber)?;
+    match v {
+        None => Ok(None),
+        Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.round() as u64)),
+        Some(f) => Err(de::Error::custom(format_args!(
+            "{f} is not a non-negative number"
+        ))),
+    }
+}
+
+struct LenientNumber;
+
+impl<'de> Visitor<'de> for LenientNumber {
+    type Value = Option<f64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(v as f64))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(v as f64))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        v.trim()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| E::custom(format_args!("{v:?} is not a number")))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(LenientNumber)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(json: &str) -> (Vec<Event>, crate::lambda::stats::StatsSnapshot) {
+        let stats = Stats::default();
+        let events = decode_batch(format!("[{json}]").as_bytes(), &stats);
+        (events, stats.snapshot())
+    }
+
+    fn platform(json: &str) -> Platform {
+        let (events, s) = one(json);
+        assert_eq!(s.malformed_events, 0, "{json}");
+        match events.as_slice() {
+            [Event::Platform(p)] => p.kind.clone(),
+            other => panic!("expected one platform event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn init_start() {
+        let p = platform(
+            r#"{"time":"2024-04-25T17:35:59.944Z","type":"platform.initStart","record":{
+  "initializationType":"on-demand","phase":"init","runtimeVersion":"nodejs:20.v22",
+  "runtimeVersionArn":"arn:aws:lambda:us-east-1::runtime:da57c20c","functionName":"hello-world","functionVersion":"$LATEST",
+  "instanceId":"82561ce0-53dd-47d1-90e0-c8f5e063e62e","instanceMaxMemory":256}}"#,
+        );
+        let Platform::InitStart(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.initialization_type.as_deref(), Some("on-demand"));
+        assert_eq!(r.phase.as_deref(), Some("init"));
+        assert_eq!(r.function_name.as_deref(), Some("hello-world"));
+        assert_eq!(r.instance_max_memory, Some(256));
+        assert_eq!(r.extra.unknown_fields, 0);
+    }
+
+    #[test]
+    fn init_runtime_done_and_report() {
+        let p = platform(
+            r#"{"time":"2022-10-12T00:01:15.000Z","type":"platform.initRuntimeDone","record":{
+  "initializationType":"on-demand","phase":"init","status":"success"}}"#,
+        );
+        let Platform::InitRuntimeDone(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.status, Some(Status::Success));
+
+        let p = platform(
+            r#"{"time":"2022-10-12T00:01:15.000Z","type":"platform.initReport","record":{
+  "initializationType":"on-demand","phase":"init","status":"success","metrics":{"durationMs":125.33}}}"#,
+        );
+        let Platform::InitReport(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.metrics.duration_ms, Some(125.33));
+        assert_eq!(r.initialization_type.as_deref(), Some("on-demand"));
+    }
+
+    #[test]
+    fn start_with_tracing() {
+        let p = platform(
+            r#"{"time":"2022-10-12T00:00:15.064Z","type":"platform.start","record":{
+  "requestId":"6d68ca91-49c9-448d-89b8-7ca3e6dc66aa","version":"$LATEST",
+  "tracing":{"spanId":"54565fb41ac79632","type":"X-Amzn-Trace-Id",
+             "value":"Root=1-62e900b2-710d76f009d6e7785905449a;Parent=0efbd19962d95b05;Sampled=1"}}}"#,
+        );
+        let Platform::Start(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.request_id, "6d68ca91-49c9-448d-89b8-7ca3e6dc66aa");
+        assert_eq!(r.version.as_deref(), Some("$LATEST"));
+        let t = r.tracing.unwrap_or_default();
+        assert_eq!(t.kind.as_deref(), Some("X-Amzn-Trace-Id"));
+        assert_eq!(t.span_id.as_deref(), Some("54565fb41ac79632"));
+        assert!(t.value.unwrap_or_default().starts_with("Root=1-62e900b2"));
+    }
+
+    #[test]
+    fn runtime_done_with_spans() {
+        let p = platform(
+            r#"{"time":"2022-10-12T00:01:15.000Z","type":"platform.runtimeDone","record":{
+  "requestId":"6d68ca91-49c9-448d-89b8-7ca3e6dc66aa","status":"success",
+  "metrics":{"durationMs":140.0,"producedBytes":16},
+  "spans":[{"name":"responseLatency","start":"2022-10-12T00:01:14.860Z","durationMs":23.02},
+           {"name":"responseDuration","start":"2022-10-12T00:01:14.883Z","durationMs":0.2},
+           {"name":"runtimeOverhead","start":"2022-10-12T00:01:14.884Z","durationMs":1.5}],
+  "tracing":{"spanId":"54565fb41ac79632","type":"X-Amzn-Trace-Id","value":"Root=1-..."}}}"#,
+        );
+        let Platform::RuntimeDone(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.status, Some(Status::Success));
+        assert_eq!(r.metrics.duration_ms, Some(140.0));
+        assert_eq!(r.metrics.produced_bytes, Some(16));
+        let names: Vec<&str> = r.spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["responseLatency", "responseDuration", "runtimeOverhead"]
+        );
+        assert_eq!(r.spans[0].duration_ms, Some(23.02));
+    }
+
+    #[test]
+    fn runtime_done_timeout_without_metrics() {
+        let p = platform(
+            r#"{"time":"t","type":"platform.runtimeDone","record":{"requestId":"r1","status":"timeout","errorType":"Sandbox.Timeout"}}"#,
+        );
+        let Platform::RuntimeDone(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.status, Some(Status::Timeout));
+        assert_eq!(r.error_type.as_deref(), Some("Sandbox.Timeout"));
+        assert_eq!(r.metrics.duration_ms, None);
+        assert!(r.spans.is_empty());
+    }
+
+    #[test]
+    fn report_with_float_billed_duration() {
+        let p = platform(
+            r#"{"time":"2022-10-12T00:01:15.000Z","type":"platform.report","record":{
+  "requestId":"6d68ca91-49c9-448d-89b8-7ca3e6dc66aa","status":"success",
+  "metrics":{"durationMs":693.92,"billedDurationMs":694.0,"memorySizeMB":128,"maxMemoryUsedMB":84,"initDurationMs":397.68},
+  "spans":[{"name":"extensionOverhead","start":"2022-10-12T00:01:14.900Z","durationMs":12.3}]}}"#,
+        );
+        let Platform::Report(r) = p else {
+            panic!("{p:?}")
+        };
+        let m = &r.metrics;
+        assert_eq!(m.duration_ms, Some(693.92));
+        assert_eq!(m.billed_duration_ms, Some(694));
+        assert_eq!(m.memory_size_mb, Some(128));
+        assert_eq!(m.max_memory_used_mb, Some(84));
+        assert_eq!(m.init_duration_ms, Some(397.68));
+        assert_eq!(m.restore_duration_ms, None);
+        assert_eq!(r.spans[0].name, "extensionOverhead");
+    }
+
+    #[test]
+    fn managed_instances_report_has_duration_only() {
+        let p = platform(
+            r#"{"time":"t","type":"platform.report","record":{"requestId":"r","status":"success","metrics":{"durationMs":5.5},
+              "spans":[{"name":"responseLatency","start":"t","durationMs":1},{"name":"responseDuration","start":"t","durationMs":0.1}]}}"#,
+        );
+        let Platform::Report(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.metrics.duration_ms, Some(5.5));
+        assert_eq!(r.metrics.billed_duration_ms, None);
+        assert_eq!(r.metrics.memory_size_mb, None);
+    }
+
+    #[test]
+    fn restore_events() {
+        let p = platform(
+            r#"{"time":"t","type":"platform.restoreStart","record":{"functionName":"f","functionVersion":"3","instanceMaxMemory":"512"}}"#,
+        );
+        let Platform::RestoreStart(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.instance_max_memory, Some(512));
+        // The Logs API example has an empty record.
+        assert!(matches!(
+            platform(r#"{"time":"t","type":"platform.restoreStart","record":{}}"#),
+            Platform::RestoreStart(_)
+        ));
+        let p = platform(
+            r#"{"time":"t","type":"platform.restoreRuntimeDone","record":{"status":"success"}}"#,
+        );
+        assert!(matches!(
+            p,
+            Platform::RestoreRuntimeDone(PhaseDone {
+                status: Some(Status::Success),
+                ..
+            })
+        ));
+        let p = platform(
+            r#"{"time":"2022-10-12T00:00:15.064Z","type":"platform.restoreReport","record":{"status":"success","metrics":{"durationMs":15.19}}}"#,
+        );
+        let Platform::RestoreReport(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.metrics.duration_ms, Some(15.19));
+    }
+
+    #[test]
+    fn extension_subscription_and_logs_dropped() {
+        let p = platform(
+            r#"{"time":"2022-10-12T00:02:15.000Z","type":"platform.extension","record":{"name":"my-telemetry-extension","state":"Ready","events":["INVOKE","SHUTDOWN"]}}"#,
+        );
+        let Platform::Extension(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.events, ["INVOKE", "SHUTDOWN"]);
+        let p = platform(
+            r#"{"time":"2022-10-12T00:02:35.000Z","type":"platform.telemetrySubscription","record":{"name":"my-telemetry-extension","state":"Subscribed","types":["platform","function"]}}"#,
+        );
+        let Platform::TelemetrySubscription(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.state.as_deref(), Some("Subscribed"));
+        let p = platform(
+            r#"{"time":"2022-10-12T00:02:35.000Z","type":"platform.logsDropped","record":{"droppedBytes":12345,"droppedRecords":123,
+  "reason":"Some logs were dropped because the downstream consumer is slower than the logs production rate"}}"#,
+        );
+        let Platform::LogsDropped(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.dropped_bytes, Some(12345));
+        assert_eq!(r.dropped_records, Some(123));
+    }
+
+    #[test]
+    fn function_records_text_and_json() {
+        let (events, _) = one(
+            r#"{"time":"2024-05-01T12:00:00.123Z","type":"function","record":"2024-05-01T12:00:00.122Z\tabc\tINFO\thello\n"}"#,
+        );
+        assert_eq!(
+            events,
+            [Event::Log(LogLine {
+                time: Some("2024-05-01T12:00:00.123Z".into()),
+                source: LogSource::Function,
+                record: LogRecord::Text("2024-05-01T12:00:00.122Z\tabc\tINFO\thello\n".into()),
+                size: 46,
+            })]
+        );
+        let (events, _) = one(
+            r#"{"time":"t","type":"function","record":{"timestamp":"x","level":"INFO","requestId":"r","message":{"_aws":{}}}}"#,
+        );
+        let [Event::Log(line)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        let LogRecord::Json(v) = &line.record else {
+            panic!("{line:?}")
+        };
+        assert_eq!(v["requestId"], "r");
+        assert!(v["message"]["_aws"].is_object());
+
+        let (events, _) = one(r#"{"time":"t","type":"extension","record":"loupe WARN something"}"#);
+        let [Event::Log(line)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(line.source, LogSource::Extension);
+    }
+
+    #[test]
+    fn logs_api_shapes() {
+        let body = r#"[
+          {"time":"t","type":"platform.start","record":{"requestId":"r1","version":"$LATEST"}},
+          {"time":"t","type":"platform.end","record":{"requestId":"r1"}},
+          {"time":"t","type":"platform.report","record":{"requestId":"r1","metrics":{"durationMs":1.5,"billedDurationMs":2,"memorySizeMB":128,"maxMemoryUsedMB":60}}},
+          {"time":"t","type":"platform.fault","record":"RequestId: r1 Process exited before completing request"},
+          {"time":"t","type":"platform.logsSubscription","record":{"name":"loupe","state":"Subscribed","types":["platform","function"]}},
+          {"time":"t","type":"platform.runtimeDone","record":{"requestId":"r1","status":"success"}},
+          {"time":"t","type":"function","record":"plain line"}
+        ]"#;
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        assert_eq!(events.len(), 7);
+        let kinds: Vec<&Platform> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Platform(p) => Some(&p.kind),
+                Event::Log(_) => None,
+            })
+            .collect();
+        assert_eq!(kinds.len(), 6);
+        assert!(matches!(kinds[1], Platform::End { request_id } if request_id == "r1"));
+        assert!(matches!(kinds[3], Platform::Fault(f) if f.contains("Process exited")));
+        let s = stats.snapshot();
+        assert_eq!(s.malformed_events, 0);
+        assert_eq!(s.events.get("platform.end"), Some(&1));
+    }
+
+    #[test]
+    fn one_bad_event_never_costs_the_batch() {
+        let body = r#"[
+          {"time":"t","type":"platform.start","record":{"requestId":"good1"}},
+          {"time":"t","type":"platform.start","record":{"noRequestId":true}},
+          {"time":"t","type":"platform.brandNew","record":{"x":1}},
+          {"time":"t","type":"platform.report","record":{"requestId":"r","metrics":{"billedDurationMs":"many"}}},
+          42,
+          {"type":"platform.start"},
+          {"time":"t","type":"platform.start","record":{"requestId":"good2","newField":{"a":[1]},"other":1},"envelopeNew":true}
+        ]"#;
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Platform(p) => match &p.kind {
+                    Platform::Start(s) => Some(s.request_id.as_str()),
+                    _ => None,
+                },
+                Event::Log(_) => None,
+            })
+            .collect();
+        assert_eq!(ids, ["good1", "good2"]);
+        let s = stats.snapshot();
+        assert_eq!(s.unknown_types, 1);
+        assert_eq!(s.malformed_events, 4);
+        assert_eq!(s.unknown_fields, 3);
+        assert_eq!(s.events.get("platform.start"), Some(&2));
+    }
+
+    #[test]
+    fn malformed_bodies_are_counted() {
+        let stats = Stats::default();
+        for body in [&b"{not json"[..], b"{\"type\":\"function\"}", b"", b"[1,"] {
+            assert!(decode_batch(body, &stats).is_empty());
+        }
+        let s = stats.snapshot();
+        assert_eq!(s.malformed_bodies, 4);
+        assert_eq!(s.batches, 4);
+    }
+
+    #[test]
+    fn oversized_record_is_dropped_and_neighbours_kept() {
+        let big = "x".repeat(MAX_RECORD_BYTES + 1);
+        let body = format!(
+            r#"[{{"time":"t","type":"function","record":"{big}"}},{{"time":"t","type":"function","record":"small"}}]"#
+        );
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        assert_eq!(events.len(), 1);
+        let s = stats.snapshot();
+        assert_eq!(s.oversized_records, 1);
+        assert_eq!(s.events.get("function"), Some(&1));
+    }
+
+    #[test]
+    fn oversized_platform_record_is_dropped() {
+        let id = "r".repeat(MAX_PLATFORM_RECORD_BYTES);
+        let body = format!(
+            r#"[{{"time":"t","type":"platform.start","record":{{"requestId":"{id}"}}}},{{"time":"t","type":"platform.start","record":{{"requestId":"ok"}}}}]"#
+        );
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        assert_eq!(events.len(), 1);
+        assert_eq!(stats.snapshot().oversized_records, 1);
+    }
+
+    #[test]
+    fn status_is_open_and_case_insensitive() {
+        assert_eq!(Status::parse("SUCCESS"), Status::Success);
+        assert_eq!(Status::parse("Timeout"), Status::Timeout);
+        assert_eq!(Status::parse("brandNew"), Status::Other("brandNew".into()));
+        assert_eq!(Status::parse("brandNew").as_str(), "brandNew");
+    }
+
+    #[test]
+    fn event_type_names_round_trip() {
+        for (i, t) in EventType::ALL.into_iter().enumerate() {
+            assert_eq!(EventType::from_name(t.name()), Some(t));
+            assert_eq!(t.index(), i);
+        }
+        assert_eq!(EventType::from_name("platform.other"), None);
+    }
+}

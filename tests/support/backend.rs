@@ -1,0 +1,147 @@
+//! A controllable fake OTLP backend on 127.0.0.1 for tests: each request gets the next scripted
+//! behaviour (or the default), and every request that arrived is kept for assertions.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+#[derive(Clone)]
+pub enum Behaviour {
+    /// Answer with this status, headers and body.
+    Status(u16, Vec<(&'static str, String)>, Vec<u8>),
+    /// Hold the request until the test calls `release()`, then answer 200.
+    Hang,
+    /// Close the connection without answering, after reading the request.
+    Reset,
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+pub struct Backend {
+    pub addr: SocketAddr,
+    script: Arc<Mutex<VecDeque<Behaviour>>>,
+    default: Arc<Mutex<Behaviour>>,
+    release: Arc<Notify>,
+    pub received: mpsc::UnboundedReceiver<Received>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(default: Behaviour) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let default = Arc::new(Mutex::new(default));
+        let release = Arc::new(Notify::new());
+        let (tx, received) = mpsc::unbounded_channel();
+        let (s, d, r) = (script.clone(), default.clone(), release.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (s, d, r, tx) = (s.clone(), d.clone(), r.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (s, d, r, tx) = (s.clone(), d.clone(), r.clone(), tx.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                                .collect();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            let behaviour = s
+                                .lock()
+                                .unwrap()
+                                .pop_front()
+                                .unwrap_or_else(|| d.lock().unwrap().clone());
+                            let _ = tx.send(Received {
+                                path,
+                                headers,
+                                body,
+                            });
+                            match behaviour {
+                                Behaviour::Status(code, hdrs, body) => {
+                                    let mut resp = Response::builder().status(code);
+                                    for (k, v) in hdrs {
+                                        resp = resp.header(k, v);
+                                    }
+                                    Ok::<_, std::io::Error>(
+                                        resp.body(Full::new(Bytes::from(body))).unwrap(),
+                                    )
+                                }
+                                Behaviour::Hang => {
+                                    r.notified().await;
+                                    Ok(Response::new(Full::new(Bytes::new())))
+                                }
+                                Behaviour::Reset => Err(std::io::Error::other("reset")),
+                            }
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            script,
+            default,
+            release,
+            received,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next requests get these behaviours, in order.
+    pub fn script(&self, behaviours: impl IntoIterator<Item = Behaviour>) {
+        self.script.lock().unwrap().extend(behaviours);
+    }
+
+    pub fn set_default(&self, b: Behaviour) {
+        *self.default.lock().unwrap() = b;
+    }
+
+    /// Lets every hanging request answer.
+    pub fn release(&self) {
+        self.release.notify_waiters();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn ok() -> Behaviour {
+    Behaviour::Status(200, vec![], vec![])
+}

@@ -260,10 +260,49 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn parse_vm_hwm(status: &str) -> Option<u64> {
+    parse_status_kib(status, "VmHWM:")
+}
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of /proc/PID/status.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resident memory now and at its peak (VmRSS, VmHWM) and CPU time so far (user + system, ms) of
+/// one process, from /proc; `None` once it is gone.
+pub fn usage(pid: u32) -> Option<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(Usage {
+        rss_kib: parse_status_kib(&status, "VmRSS:")?,
+        hwm_kib: parse_vm_hwm(&status)?,
+        cpu_ms: parse_cpu_ticks(&stat)? * 1000 / hz,
+    })
+}
+
+/// What [`usage`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    pub cpu_ms: u64,
+}
+
+/// utime + stime (clock ticks): fields 14 and 15 of /proc/PID/stat, the 12th and 13th after the
+/// `(comm)` field.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut f = after.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Regular executable files directly in `dir`, sorted by name (sub-directories are skipped, as
@@ -285,6 +324,23 @@ pub fn list_extensions(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_and_status_fields() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 1000 50";
+        assert_eq!(parse_cpu_ticks(stat), Some(10));
+        assert_eq!(parse_cpu_ticks("42 (x) S 1"), None);
+        let status = "Name:\tloupe\nVmHWM:\t    2048 kB\nVmRSS:\t    1536 kB\n";
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(1536));
+        assert_eq!(parse_status_kib(status, "VmHWM:"), Some(2048));
+        assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn usage_of_this_process() {
+        let u = usage(std::process::id());
+        assert!(u.is_some_and(|u| u.rss_kib > 0 && u.hwm_kib >= u.rss_kib), "{u:?}");
+    }
 
     fn split(max: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
         let mut s = LineSplitter::new(max);

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::process::ExitInfo;
+use super::process::{ExitInfo, Usage};
 use super::records::Api;
 use super::telemetry::{Buffering, Counters};
 
@@ -71,6 +71,13 @@ pub struct ExtensionEntry {
     pub shutdown_ms: Option<f64>,
     pub stderr: Vec<String>,
     pub stderr_dropped: u64,
+    pub pid: Option<u32>,
+    /// From just before the process is spawned to its first `/event/next` call.
+    pub init_ms: Option<f64>,
+    /// Read from /proc when the first invocation starts (the extension idle in `/next`).
+    pub usage_after_init: Option<Usage>,
+    /// Read from /proc just before SHUTDOWN is sent (or the process is killed at shutdown).
+    pub usage_at_shutdown: Option<Usage>,
 }
 
 impl ExtensionEntry {
@@ -87,6 +94,10 @@ impl ExtensionEntry {
             shutdown_ms: None,
             stderr: Vec::new(),
             stderr_dropped: 0,
+            pid: None,
+            init_ms: None,
+            usage_after_init: None,
+            usage_at_shutdown: None,
         }
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{ACCOUNT_ID, Sandbox};
+use super::{ACCOUNT_ID, Sandbox, seconds_ms};
 use crate::local::api::{ApiCall, Reply};
 use crate::local::args::ApiSwitch;
 use crate::local::records::{Api, Kind};
@@ -294,6 +294,14 @@ impl Sandbox {
             let _ = reply.send(r);
             return;
         }
+        if !e.ready {
+            let ms = seconds_ms(e.spawned_at.elapsed());
+            let idx = e.report_idx;
+            if let Some(r) = self.report.extensions.get_mut(idx) {
+                r.init_ms.get_or_insert(ms);
+            }
+        }
+        let e = &mut self.env.extensions[i];
         e.ready = true;
         if let Some((shutdown, q)) = e.queued.take() {
             if shutdown {

@@ -91,6 +91,7 @@ impl Sandbox {
                 .extensions
                 .push(ExtensionEntry::new(name.clone(), instance));
             let argv = vec![path.to_string_lossy().into_owned()];
+            let spawned_at = Instant::now();
             let pid = process::spawn(id, &argv, &env, &RUNTIME_ONLY, &cwd, self.procs_tx.clone())
                 .map_err(|e| {
                 say!(
@@ -122,7 +123,11 @@ impl Sandbox {
                 shutdown_sent_at: None,
                 report_idx,
                 last_rss_kib: 0,
+                spawned_at,
             });
+            if let Some(r) = self.report.extensions.get_mut(report_idx) {
+                r.pid = Some(pid);
+            }
         }
         Ok(())
     }
@@ -344,6 +349,13 @@ impl Sandbox {
 
     pub(super) async fn invoke(&mut self, payload: String) {
         self.thaw();
+        for e in &self.env.extensions {
+            if let Some(r) = self.report.extensions.get_mut(e.report_idx) {
+                if r.usage_after_init.is_none() && e.exited.is_none() {
+                    r.usage_after_init = process::usage(e.pid);
+                }
+            }
+        }
         let start = Instant::now();
         let start_ms = util::epoch_ms();
         let deadline = start + self.opts.timeout;
@@ -605,6 +617,11 @@ impl Sandbox {
         self.wait_until(Some(flushed), |s| s.delivered_all()).await;
         let event =
             json!({"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms});
+        for e in self.env.extensions.iter().filter(|e| e.exited.is_none()) {
+            if let Some(r) = self.report.extensions.get_mut(e.report_idx) {
+                r.usage_at_shutdown = process::usage(e.pid);
+            }
+        }
         for i in 0..self.env.extensions.len() {
             let e = &self.env.extensions[i];
             if e.exited.is_some() {

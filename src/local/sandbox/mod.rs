@@ -83,6 +83,7 @@ struct ExtProc {
     shutdown_sent_at: Option<Instant>,
     report_idx: usize,
     last_rss_kib: u64,
+    spawned_at: Instant,
 }
 
 impl ExtProc {

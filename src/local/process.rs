@@ -339,7 +339,10 @@ mod tests {
     #[test]
     fn usage_of_this_process() {
         let u = usage(std::process::id());
-        assert!(u.is_some_and(|u| u.rss_kib > 0 && u.hwm_kib >= u.rss_kib), "{u:?}");
+        assert!(
+            u.is_some_and(|u| u.rss_kib > 0 && u.hwm_kib >= u.rss_kib),
+            "{u:?}"
+        );
     }
 
     fn split(max: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {

@@ -291,6 +291,9 @@ impl Sandbox {
             return Err((Status::Timeout, "Sandbox.Timeout".into()));
         }
         self.check_extensions()?;
+        // Let the API tasks write the last register answer before the runtime's fork and exec
+        // hold this thread, so an extension's init time does not include the runtime's launch.
+        tokio::task::yield_now().await;
         self.launch_runtime().map_err(|t| fail(&t))?;
         let runtime_up = self
             .wait_until(deadline, |s| {

@@ -293,7 +293,11 @@ impl<S: Source> Flush<S> {
         let started = Instant::now();
         let budget = (started + self.flush_timeout).min(deadline);
         self.ensure_key(budget).await;
-        let drained = ctx.tracker.drain(budget).await.unwrap_or_else(Drained::default);
+        let drained = ctx
+            .tracker
+            .drain(budget)
+            .await
+            .unwrap_or_else(Drained::default);
         let mut batch = self.source.drain(drained, budget).await;
         let stats = ctx.stats.snapshot();
         let queued = self.queued();
@@ -422,13 +426,28 @@ impl<S: Source> Flush<S> {
         let (now, seen) = (stats, &self.stats_seen);
         let d = |a: u64, b: u64| a.saturating_sub(b);
         let intake: [(&'static str, u64); 8] = [
-            ("malformed_event", d(now.malformed_events, seen.malformed_events)),
-            ("malformed_body", d(now.malformed_bodies, seen.malformed_bodies)),
+            (
+                "malformed_event",
+                d(now.malformed_events, seen.malformed_events),
+            ),
+            (
+                "malformed_body",
+                d(now.malformed_bodies, seen.malformed_bodies),
+            ),
             ("unknown_type", d(now.unknown_types, seen.unknown_types)),
             ("unknown_field", d(now.unknown_fields, seen.unknown_fields)),
-            ("oversized_record", d(now.oversized_records, seen.oversized_records)),
-            ("oversized_body", d(now.oversized_bodies, seen.oversized_bodies)),
-            ("log_queue_full", d(now.log_lines_dropped, seen.log_lines_dropped)),
+            (
+                "oversized_record",
+                d(now.oversized_records, seen.oversized_records),
+            ),
+            (
+                "oversized_body",
+                d(now.oversized_bodies, seen.oversized_bodies),
+            ),
+            (
+                "log_queue_full",
+                d(now.log_lines_dropped, seen.log_lines_dropped),
+            ),
             (
                 "platform_queue_full",
                 d(now.platform_events_dropped, seen.platform_events_dropped),
@@ -497,7 +516,12 @@ impl<S: Source> Flush<S> {
 }
 
 impl<S: Source> Flusher for Flush<S> {
-    async fn after_invoke(&mut self, ctx: FlushContext<'_>, invoke: &InvokeEvent, deadline: Instant) {
+    async fn after_invoke(
+        &mut self,
+        ctx: FlushContext<'_>,
+        invoke: &InvokeEvent,
+        deadline: Instant,
+    ) {
         self.note_invoke(invoke);
         let can_send = self.shipper.as_ref().is_none_or(Shipper::can_send);
         if !can_send {

@@ -18,10 +18,10 @@ pub mod emf;
 pub mod event;
 /// OTLP encoding, gzip, HTTP send with retry and circuit breaker.
 pub mod export;
-/// When data leaves: end-of-invocation, pipelined, periodic, shutdown; budgets, own metrics.
-pub mod flush;
 /// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
 pub mod extension;
+/// When data leaves: end-of-invocation, pipelined, periodic, shutdown; budgets, own metrics.
+pub mod flush;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

@@ -103,7 +103,11 @@ fn large_batches_split_under_one_mebibyte_and_keep_every_item_once() {
         assert_eq!(gunzip(&r.body).len(), r.raw_bytes);
     }
     // The events are big enough that a chunk of 1,000 is over 1 MiB compressed: halves.
-    let sizes: Vec<(u64, usize)> = out.iter().filter(|r| r.target == Target::Logs).map(|r| (r.events, r.body.len())).collect();
+    let sizes: Vec<(u64, usize)> = out
+        .iter()
+        .filter(|r| r.target == Target::Logs)
+        .map(|r| (r.events, r.body.len()))
+        .collect();
     assert!(sizes.len() > 3, "{sizes:?}");
     let mut bodies = event_bodies(&out);
     let mut want: Vec<String> = evs

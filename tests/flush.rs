@@ -77,13 +77,20 @@ fn batch(tag: &str, points: usize, events: usize) -> Batch {
 }
 
 fn config(url: &str, flush: &str, timeout_ms: u64) -> Config {
-    let vars: HashMap<&str, String> = [
+    config_with(url, flush, timeout_ms, &[])
+}
+
+fn config_with(url: &str, flush: &str, timeout_ms: u64, extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<&str, String> = [
         ("LOUPE_BACKEND_URL", url.to_string()),
         ("LOUPE_FLUSH", flush.to_string()),
         ("LOUPE_FLUSH_TIMEOUT_MS", timeout_ms.to_string()),
     ]
     .into_iter()
     .collect();
+    for (k, v) in extra {
+        vars.insert(k, v.to_string());
+    }
     let (c, warnings) = Config::from_lookup(|k| vars.get(k).cloned());
     assert!(warnings.is_empty(), "{warnings:?}");
     c
@@ -326,7 +333,11 @@ async fn end_flush_delivers_everything_once_and_reports_itself() {
         counter(&seen, "loupe.export.bytes,stage=compressed")
             < counter(&seen, "loupe.export.bytes,stage=raw")
     );
-    assert!(seen.accepted_points.iter().any(|n| n == "loupe.flush.duration"));
+    assert!(
+        seen.accepted_points
+            .iter()
+            .any(|n| n == "loupe.flush.duration")
+    );
     let totals = rig.flush.totals().expect("settled");
     assert_eq!(totals.total_dropped(), (0, 0));
     assert_eq!(totals.retries, 0);
@@ -414,7 +425,7 @@ async fn a_retry_after_beyond_the_budget_waits_for_a_later_flush() {
     assert_eq!(rig.flush.queued(), 2);
     rig.shutdown(Duration::from_secs(1)).await;
     let t = rig.flush.totals().unwrap();
-    assert_eq!(t.points_dropped(DropReason::Unsent) >= 2, true, "{t:?}");
+    assert!(t.points_dropped(DropReason::Unsent) >= 2, "{t:?}");
     assert_eq!(drain_received(&mut backend).len(), 0);
 }
 
@@ -594,4 +605,108 @@ async fn without_a_backend_everything_is_drained_and_counted_quietly() {
     assert_eq!(t.requests, 0);
     assert_eq!(t.points_dropped(DropReason::NoBackend), 3); // 2 series + loupe.flushes
     assert_eq!(t.events_dropped(DropReason::NoBackend), 3);
+}
+
+#[tokio::test]
+async fn cumulative_points_keep_their_start_and_add_up() {
+    let mut backend = Backend::start(ok()).await;
+    let c = config_with(
+        &backend.url(),
+        "end",
+        1_000,
+        &[("LOUPE_TEMPORALITY", "cumulative")],
+    );
+    let mut rig = Rig::new(&c);
+    rig.source.push(batch("k", 1, 0));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    rig.source.push(batch("k", 1, 0));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    let received = drain_received(&mut backend);
+    let mut points = Vec::new();
+    for r in &received {
+        let req = ExportMetricsServiceRequest::decode(&gunzip(&r.body)[..]).expect("metrics");
+        for m in &req.resource_metrics[0].scope_metrics[0].metrics {
+            if let Some(metric::Data::ExponentialHistogram(eh)) = &m.data {
+                if m.name == "k.m0" {
+                    assert_eq!(eh.aggregation_temporality, 2);
+                    let dp = &eh.data_points[0];
+                    points.push((dp.start_time_unix_nano, dp.time_unix_nano, dp.count));
+                }
+            }
+        }
+    }
+    assert_eq!(points.len(), 2, "{points:?}");
+    assert_eq!(points[0].0, points[1].0, "a fixed start time");
+    assert!(points[1].1 >= points[0].1);
+    assert_eq!((points[0].2, points[1].2), (1, 2), "running totals");
+}
+
+#[tokio::test]
+async fn ndjson_goes_to_the_metrics_url_with_the_same_content() {
+    let mut backend = Backend::start(ok()).await;
+    let c = config_with(&backend.url(), "end", 1_000, &[("LOUPE_PROTOCOL", "json")]);
+    let mut rig = Rig::new(&c);
+    rig.source.push(batch("j", 2, 2));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    let received = drain_received(&mut backend);
+    assert_eq!(received.len(), 1);
+    let r = &received[0];
+    assert_eq!(r.path, "/v1/metrics");
+    assert!(
+        r.headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/x-ndjson")
+    );
+    let text = String::from_utf8(gunzip(&r.body)).expect("utf-8");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines[0]["type"], "resource");
+    assert_eq!(lines[0]["attributes"]["cloud.account.id"], "123456789012");
+    let mut metrics: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "metric" && l["kind"] == "exponential_histogram")
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    metrics.sort();
+    assert_eq!(metrics, ["j.m0", "j.m1"]);
+    let mut events: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "event")
+        .filter_map(|l| l["body"].as_str())
+        .collect();
+    events.sort();
+    assert_eq!(events, ["j.e0", "j.e1"]);
+    assert_eq!(rig.flush.totals().unwrap().events_sent, 2);
+}
+
+#[tokio::test]
+async fn an_api_key_that_cannot_be_fetched_means_drop_quietly() {
+    let mut backend = Backend::start(ok()).await;
+    let c = config_with(
+        &backend.url(),
+        "end",
+        1_000,
+        &[(
+            "LOUPE_API_KEY_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:1:secret:k",
+        )],
+    );
+    // No AWS credentials in this environment: the fetch fails at once.
+    let s = Settings {
+        env: std::sync::Arc::new(|_: &str| None),
+        ..settings()
+    };
+    let mut rig = Rig::with(&c, s);
+    rig.source.push(batch("s", 2, 1));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    rig.source.push(batch("t", 1, 0));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    rig.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(drain_received(&mut backend).len(), 0);
+    let t = rig.flush.totals().unwrap();
+    assert_eq!(t.requests, 0);
+    assert_eq!(t.events_dropped(DropReason::ApiKey), 1);
+    assert!(t.points_dropped(DropReason::ApiKey) >= 3);
 }

@@ -197,10 +197,7 @@ impl Encoder {
 }
 
 fn count(items: &[Item<'_>]) -> (u64, u64) {
-    let points = items
-        .iter()
-        .filter(|i| matches!(i, Item::Point(_)))
-        .count() as u64;
+    let points = items.iter().filter(|i| matches!(i, Item::Point(_))).count() as u64;
     (points, items.len() as u64 - points)
 }
 

@@ -12,8 +12,8 @@ use super::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use super::proto::common::v1::KeyValue;
 use super::proto::metrics::v1::{
     AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exponential_histogram_data_point,
-    metric, number_data_point,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exponential_histogram_data_point, metric,
+    number_data_point,
 };
 use super::proto::resource::v1::Resource;
 use crate::aggregate::{Histogram, Series, SeriesKey};
@@ -346,12 +346,15 @@ impl Cumulative {
                         time_unix_nano: end,
                     }
                 }
-                (Total::Sum(total), Point::Sum {
-                    name,
-                    attributes,
-                    value,
-                    ..
-                }) => {
+                (
+                    Total::Sum(total),
+                    Point::Sum {
+                        name,
+                        attributes,
+                        value,
+                        ..
+                    },
+                ) => {
                     *total = total.saturating_add(value);
                     Point::Sum {
                         name,
@@ -449,7 +452,12 @@ mod tests {
         let attrs: Vec<(&str, Option<&any_value::Value>)> = dp
             .attributes
             .iter()
-            .map(|kv| (kv.key.as_str(), kv.value.as_ref().and_then(|v| v.value.as_ref())))
+            .map(|kv| {
+                (
+                    kv.key.as_str(),
+                    kv.value.as_ref().and_then(|v| v.value.as_ref()),
+                )
+            })
             .collect();
         assert_eq!(
             attrs,

@@ -360,7 +360,8 @@ impl Shipper {
                 return Some(req);
             }
             let Some(url) = self.url(req.target) else {
-                self.delta.drop(DropReason::NoBackend, req.points, req.events);
+                self.delta
+                    .drop(DropReason::NoBackend, req.points, req.events);
                 return None;
             };
             self.delta.requests += 1;
@@ -411,8 +412,7 @@ impl Shipper {
                     log::debug!("send failed: {e}");
                     self.failure();
                     if matches!(e, SendError::Url(_)) {
-                        self.delta
-                            .drop(DropReason::Status, req.points, req.events);
+                        self.delta.drop(DropReason::Status, req.points, req.events);
                         return None;
                     }
                     None

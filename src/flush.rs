@@ -63,7 +63,7 @@ pub const SPARSE_FACTOR: u32 = 4;
 pub const MAX_MISSED_RUNTIME_DONE: u32 = 3;
 /// Sends end this long before their budget (at most a tenth of it).
 const SETTLE_MARGIN: Duration = Duration::from_millis(10);
-/// The flush latency series.
+/// The send latency series (seconds from the first request of a flush to its last answer).
 pub const LATENCY_METRIC: &str = "loupe.flush.duration";
 
 /// Reads an environment variable (the API key fetch needs credentials and the region).
@@ -130,7 +130,6 @@ pub struct Flush<S: Source> {
     missed_runtime_done: u32,
     stats_seen: StatsSnapshot,
     latencies: Histogram,
-    flushes: u64,
     evicted_seen: u64,
 }
 
@@ -181,7 +180,6 @@ impl<S: Source> Flush<S> {
             missed_runtime_done: 0,
             stats_seen: StatsSnapshot::default(),
             latencies: Histogram::new(),
-            flushes: 0,
             evicted_seen: 0,
         }
     }
@@ -240,7 +238,12 @@ impl<S: Source> Flush<S> {
         };
         stop.notify_one();
         match tokio::time::timeout_at(deadline, &mut handle).await {
-            Ok(Ok(shipper)) => {
+            Ok(Ok(mut shipper)) => {
+                if let Some(took) = shipper.take_send_duration() {
+                    self.latency = Some(smooth(self.latency, took));
+                    // A finite, non-negative number of seconds: cannot be refused.
+                    let _ = self.latencies.record(took.as_secs_f64());
+                }
                 self.shipper = Some(shipper);
                 true
             }
@@ -304,7 +307,6 @@ impl<S: Source> Flush<S> {
         if batch.is_empty() && queued == 0 {
             return;
         }
-        self.flushes += 1;
         self.last_flush = started;
         let Some(mut shipper) = self.shipper.take() else {
             return;
@@ -334,10 +336,6 @@ impl<S: Source> Flush<S> {
         if mode == Mode::Inline {
             self.settle(budget).await;
         }
-        let took = started.elapsed();
-        self.latency = Some(smooth(self.latency, took));
-        // A finite, non-negative number of seconds: cannot be refused.
-        let _ = self.latencies.record(took.as_secs_f64());
     }
 
     fn encode(&mut self, batch: Batch, shipper: &mut Shipper) -> Vec<Encoded> {

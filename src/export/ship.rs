@@ -187,6 +187,8 @@ pub struct Shipper {
     epoch: SystemTime,
     origin: Instant,
     failures_in_row: u32,
+    /// How long the last call with new requests took.
+    last_send: Option<Duration>,
 }
 
 impl Shipper {
@@ -217,6 +219,7 @@ impl Shipper {
             epoch: SystemTime::now(),
             origin: Instant::now(),
             failures_in_row: 0,
+            last_send: None,
         }
     }
 
@@ -301,6 +304,8 @@ impl Shipper {
             self.queue_bytes = 0;
             return;
         }
+        let started = Instant::now();
+        let fresh_work = !fresh.is_empty();
         let mut work: VecDeque<Encoded> = std::mem::take(&mut self.queue);
         self.queue_bytes = 0;
         work.extend(fresh);
@@ -316,6 +321,14 @@ impl Shipper {
         for r in work {
             self.enqueue(r);
         }
+        if fresh_work {
+            self.last_send = Some(started.elapsed());
+        }
+    }
+
+    /// How long the last call with new requests took, once.
+    pub fn take_send_duration(&mut self) -> Option<Duration> {
+        self.last_send.take()
     }
 
     /// Drops the queue, counting it (at SHUTDOWN, after the last try).

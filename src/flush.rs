@@ -211,12 +211,18 @@ impl<S: Source> Flush<S> {
         gap >= SPARSE_GAP.max(latency.saturating_mul(SPARSE_FACTOR))
     }
 
-    fn note_invoke(&mut self, invoke: &InvokeEvent) {
+    /// The account id comes from register's answer, or else from field 5 of the invoked ARN.
+    fn note_invoke(&mut self, ctx: FlushContext<'_>, invoke: &InvokeEvent) {
         if self.account_id.is_none() {
-            let account = invoke
+            let from_arn = invoke
                 .invoked_function_arn
                 .as_deref()
-                .and_then(|arn| arn.split(':').nth(4))
+                .and_then(|arn| arn.split(':').nth(4));
+            let account = ctx
+                .registration
+                .account_id
+                .as_deref()
+                .or(from_arn)
                 .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()));
             if let Some(a) = account {
                 self.account_id = Some(a.to_string());
@@ -520,7 +526,7 @@ impl<S: Source> Flusher for Flush<S> {
         invoke: &InvokeEvent,
         deadline: Instant,
     ) {
-        self.note_invoke(invoke);
+        self.note_invoke(ctx, invoke);
         let can_send = self.shipper.as_ref().is_none_or(Shipper::can_send);
         if !can_send {
             // Nothing will be sent: drain (and count) at once, never slow /next.

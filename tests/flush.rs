@@ -24,7 +24,7 @@ use loupe::export::ship::{DropReason, ShipSettings};
 use loupe::extension::{FlushContext, Flusher};
 use loupe::flush::{Flush, Settings};
 use loupe::invocation::{self, Drained, Tracker, TrackerHandle};
-use loupe::lambda::client::InvokeEvent;
+use loupe::lambda::client::{InvokeEvent, Registration};
 use loupe::lambda::events::{Platform, PlatformEvent, RuntimeDone};
 use loupe::lambda::stats::Stats;
 use prost::Message;
@@ -116,6 +116,7 @@ struct Rig {
     source: FakeSource,
     tracker: TrackerHandle,
     stats: Stats,
+    registration: Registration,
     n: u32,
 }
 
@@ -132,6 +133,7 @@ impl Rig {
             source,
             tracker,
             stats: Stats::default(),
+            registration: Registration::default(),
             n: 0,
         }
     }
@@ -167,6 +169,7 @@ impl Rig {
         let ctx = FlushContext {
             tracker: &self.tracker,
             stats: &self.stats,
+            registration: &self.registration,
         };
         let done = tokio::time::timeout_at(
             deadline + Duration::from_millis(250),
@@ -181,6 +184,7 @@ impl Rig {
         let ctx = FlushContext {
             tracker: &self.tracker,
             stats: &self.stats,
+            registration: &self.registration,
         };
         let done = tokio::time::timeout_at(
             deadline + Duration::from_millis(250),

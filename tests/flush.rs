@@ -714,3 +714,45 @@ async fn an_api_key_that_cannot_be_fetched_means_drop_quietly() {
     assert_eq!(t.events_dropped(DropReason::ApiKey), 1);
     assert!(t.points_dropped(DropReason::ApiKey) >= 3);
 }
+
+#[tokio::test]
+async fn an_open_breaker_stops_sending_and_keeps_returning_at_once() {
+    let mut backend = Backend::start(Behaviour::Status(503, vec![], vec![])).await;
+    let mut rig = Rig::new(&config(&backend.url(), "end", 500));
+    rig.source.push(batch("b0", 1, 0));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    let tripped = rig.flush.totals().unwrap();
+    assert_eq!(tripped.breaker_trips, 1, "{tripped:?}");
+    let attempts = drain_received(&mut backend).len();
+    assert_eq!(attempts, 3, "threshold of 3 failures");
+    // Open: later flushes queue the newest data without a request.
+    for i in 1..4 {
+        rig.source.push(batch(&format!("b{i}"), 1, 1));
+        rig.after_invoke(Duration::from_secs(2)).await;
+    }
+    assert_eq!(drain_received(&mut backend).len(), 0);
+    // Each flush: one metrics request and one logs request (the first had no events).
+    assert_eq!(rig.flush.queued(), 7);
+    rig.shutdown(Duration::from_secs(1)).await;
+    let t = rig.flush.totals().unwrap();
+    assert_eq!(t.points_sent + t.events_sent, 0);
+    assert_eq!(t.events_dropped(DropReason::Unsent), 3);
+    assert!(t.points_dropped(DropReason::Unsent) >= 4);
+}
+
+// Nothing is sent here (the source is empty), so tokio's paused clock cannot race any I/O.
+#[tokio::test(start_paused = true)]
+async fn without_runtime_done_adaptive_stops_waiting_and_pipelines() {
+    let mut rig = Rig::new(&config("http://127.0.0.1:9", "adaptive", 1_000));
+    // Invocations two seconds apart are sparse, but runtimeDone never comes.
+    for _ in 0..3 {
+        assert!(rig.flush.sparse());
+        rig.after_invoke(Duration::from_millis(50)).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+    }
+    assert!(!rig.flush.sparse());
+    // Pipelined now: after_invoke no longer waits for runtimeDone.
+    let t0 = Instant::now();
+    rig.after_invoke(Duration::from_secs(10)).await;
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}

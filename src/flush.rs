@@ -12,17 +12,23 @@
 //!   the send in a background task and return at once; the next call awaits that task (bounded by
 //!   its deadline) before it drains again, so no send is in flight across a freeze unobserved.
 //!   The rule: invocations are *frequent* when the smoothed interval between INVOKEs is shorter
-//!   than `max(1 s, 4 × the smoothed flush latency)` — then an end-of-invocation flush would add
+//!   than `max(1 s, 4 × the smoothed send latency)` — then an end-of-invocation flush would add
 //!   a noticeable share to every invocation, and the next INVOKE comes soon enough to carry the
 //!   data. Pipelined too when runtimeDone did not come three times in a row (no telemetry).
-//!   A flush is also forced when the last one is older than [`BACKUP_INTERVAL`].
+//!   An end-of-invocation flush is also forced when the last flush is older than
+//!   [`BACKUP_INTERVAL`] (a pipelined flush was skipped because a send was still in flight).
 //! * `periodic:<s>`: at an INVOKE, when `s` seconds passed since the last flush, pipelined.
 //! * SHUTDOWN: a final flush within the deadline, keeping [`SHUTDOWN_RESERVE`] (at most a quarter
 //!   of the time left) for one last small request with the drop counters.
 //!
 //! While the sandbox is thawed, the background task keeps retrying what is queued (up to
 //! [`BACKUP_INTERVAL`] after it started, stopped by the next call). Batches themselves are
-//! drained only at the run loop's calls.
+//! drained only at the run loop's calls: the [`Source`] future is not `Send`, so no timer task
+//! can drain it; a quiet sandbox's last batch goes at its next INVOKE or at SHUTDOWN.
+//!
+//! Without a backend, or when the API key could not be fetched, every call drains at once and
+//! counts what it drops (`loupe.export.dropped{reason=no_backend|api_key}`); nothing is sent and
+//! nothing waits.
 //!
 //! # Budget
 //! Each flush: `min(LOUPE_FLUSH_TIMEOUT_MS, deadline)`, where the run loop's deadline is the

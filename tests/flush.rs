@@ -756,3 +756,24 @@ async fn without_runtime_done_adaptive_stops_waiting_and_pipelines() {
     rig.after_invoke(Duration::from_secs(10)).await;
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn intake_counters_ship_as_deltas() {
+    let mut backend = Backend::start(ok()).await;
+    let mut rig = Rig::new(&config(&backend.url(), "end", 1_000));
+    rig.stats.malformed_event();
+    rig.stats.malformed_event();
+    rig.stats.lambda_dropped(5, 100);
+    rig.source.push(batch("i", 1, 0));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    rig.stats.lambda_dropped(1, 10);
+    rig.source.push(batch("j", 1, 0));
+    rig.after_invoke(Duration::from_secs(2)).await;
+    let seen = decode(&drain_received(&mut backend));
+    assert_eq!(
+        counter(&seen, "loupe.telemetry.skipped,reason=malformed_event"),
+        2
+    );
+    assert_eq!(counter(&seen, "loupe.lambda.logs_dropped,unit=records"), 6);
+    assert_eq!(counter(&seen, "loupe.lambda.logs_dropped,unit=bytes"), 110);
+}

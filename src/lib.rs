@@ -10,6 +10,8 @@ pub mod aggregate;
 pub mod batch;
 /// The `loupe check` command.
 pub mod check;
+/// Calendar arithmetic on epoch times.
+pub mod clock;
 /// One typed `Config` from environment variables, read once.
 pub mod config;
 /// Metric lines: cheap pre-check, parse, validate, rejection reasons.
@@ -20,6 +22,8 @@ pub mod event;
 pub mod export;
 /// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
 pub mod extension;
+/// When data leaves: end-of-invocation, pipelined, periodic, shutdown; budgets, own metrics.
+pub mod flush;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

@@ -5,13 +5,9 @@
 //! * `EMF parse + aggregate`: `emf::parse` then `Aggregator::add_line`, drained every 10,000 lines;
 //! * `telemetry decode_batch`: `lambda::events::decode_batch` on Telemetry API bodies of 100
 //!   events (platform records and function lines carrying the EMF lines);
-//! * `encode + gzip -N`: the drained histograms as an OTLP `ExportMetricsServiceRequest`
-//!   (protobuf), then gzip at levels 1, 6 and 9, with the bytes each level puts on the wire per
-//!   1,000 data points.
-//!
-//! The request is built here from the aggregator's histograms and the generated OTLP types, field
-//! for field as the OTLP exponential histogram defines them, so the sizes are those of the
-//! protobuf encoding of this batch.
+//! * `encode + gzip -N`: the drained histograms encoded by `export::metrics::metrics_request` as
+//!   an OTLP `ExportMetricsServiceRequest` (protobuf, delta), then gzip at levels 1, 6 and 9, with
+//!   the bytes each level puts on the wire per 1,000 data points.
 //!
 //! `cargo bench --bench pipeline` measures and prints one `name: value` line per figure, which
 //! `scripts/bench.sh` reads. Under `cargo test` (no `--bench`) every case runs once and is checked.
@@ -22,14 +18,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use loupe::aggregate::{Aggregator, Series};
+use loupe::config::Temporality;
 use loupe::emf::{self, ParseOptions, Record, Verdict};
 use loupe::export::gzip::Gzip;
+use loupe::export::metrics::{Point, metrics_request};
 use loupe::export::otlp;
 use loupe::export::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use loupe::export::proto::metrics::v1::{
-    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
-    ResourceMetrics, ScopeMetrics, exponential_histogram_data_point::Buckets, metric::Data,
-};
 use loupe::export::proto::resource::v1::Resource;
 use loupe::lambda::events::decode_batch;
 use loupe::lambda::stats::Stats;
@@ -162,72 +156,26 @@ fn decode(bodies: &[Vec<u8>], rounds: usize) -> (Duration, usize) {
     (cpu_time() - start, n)
 }
 
-fn buckets(b: &loupe::aggregate::Buckets) -> Option<Buckets> {
-    (!b.is_empty()).then(|| Buckets {
-        offset: b.offset(),
-        bucket_counts: b.counts().to_vec(),
-    })
-}
-
-/// One OTLP request holding every series as an exponential histogram data point.
+/// One OTLP request holding every series as an exponential histogram data point, encoded by
+/// `export::metrics` as a flush does.
 fn request(series: &[Series]) -> ExportMetricsServiceRequest {
     let now = NOW_MS as u64 * 1_000_000;
-    let metrics = series
+    let points: Vec<Point> = series
         .iter()
-        .map(|s| {
-            let h = &s.histogram;
-            let mut attributes: Vec<_> = s
-                .key
-                .dimensions()
-                .iter()
-                .map(|(k, v)| otlp::kv(k, v.as_str()))
-                .collect();
-            attributes.push(otlp::kv("cloudwatch.namespace", s.key.namespace()));
-            Metric {
-                name: s.key.name().to_string(),
-                unit: s.key.unit().as_str().to_string(),
-                data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-                    aggregation_temporality: AggregationTemporality::Delta as i32,
-                    data_points: vec![ExponentialHistogramDataPoint {
-                        attributes,
-                        start_time_unix_nano: now - 10_000_000_000,
-                        time_unix_nano: now,
-                        count: h.count(),
-                        sum: Some(h.sum()),
-                        scale: h.scale(),
-                        zero_count: h.zero_count(),
-                        positive: buckets(h.positive()),
-                        negative: buckets(h.negative()),
-                        min: h.min(),
-                        max: h.max(),
-                        ..Default::default()
-                    }],
-                })),
-                ..Default::default()
-            }
-        })
+        .map(|s| Point::histogram(s.clone(), now - 10_000_000_000, now))
         .collect();
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![
-                    otlp::kv("service.name", "bench-function"),
-                    otlp::kv("cloud.provider", "aws"),
-                    otlp::kv("cloud.platform", "aws_lambda"),
-                    otlp::kv("cloud.region", "us-east-1"),
-                    otlp::kv("faas.name", "bench-function"),
-                    otlp::kv("faas.version", "$LATEST"),
-                ],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(otlp::scope()),
-                metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let resource = Resource {
+        attributes: vec![
+            otlp::kv("service.name", "bench-function"),
+            otlp::kv("cloud.provider", "aws"),
+            otlp::kv("cloud.platform", "aws_lambda"),
+            otlp::kv("cloud.region", "us-east-1"),
+            otlp::kv("faas.name", "bench-function"),
+            otlp::kv("faas.version", "$LATEST"),
+        ],
+        ..Default::default()
+    };
+    metrics_request(&resource, &points, Temporality::Delta)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

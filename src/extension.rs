@@ -24,9 +24,10 @@ use crate::invocation::{self, Tracker, TrackerHandle, TrackerStats};
 use crate::lambda::client::{
     self, EventKind, ExtensionClient, InvokeEvent, NextEvent, ShutdownEvent,
 };
-use crate::lambda::listener::{self, Intake, LogReceiver, log_queue};
+use crate::lambda::listener::{self, Intake, log_queue};
 use crate::lambda::stats::{Stats, StatsSnapshot};
 use crate::lambda::subscribe::{self, Api, Subscription};
+use crate::pipeline::{self, PipelineHandle};
 
 /// Log lines queued towards the pipeline, at most.
 pub const LOG_QUEUE_LINES: usize = 8_192;
@@ -44,11 +45,13 @@ const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
 
 /// What a [`Flusher`] may use: the tracker (to drain completed invocations for platform
-/// metrics) and the intake counters (for loupe's own metrics).
+/// metrics), the intake counters, and the log pipeline (a [`crate::batch::Source`]: its batches
+/// carry the intake counters as deltas already).
 #[derive(Clone, Copy, Debug)]
 pub struct FlushContext<'a> {
     pub tracker: &'a TrackerHandle,
     pub stats: &'a Stats,
+    pub pipeline: &'a PipelineHandle,
 }
 
 /// The seam for flushing: called by the run loop at the points where data must leave.
@@ -113,21 +116,15 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
     let (tracker, tracker_task) = invocation::spawn(Tracker::default());
     supervise("invocation tracker", tracker_task);
     let (logs, log_rx) = log_queue(LOG_QUEUE_LINES, LOG_QUEUE_BYTES);
-    supervise(
-        "log line consumer",
-        tokio::spawn(count_log_lines(log_rx, stats.clone())),
-    );
+    let (pipeline, pipeline_task) = pipeline::spawn(&config, log_rx, stats.clone());
+    supervise("log pipeline", pipeline_task);
 
     let bound = bind_listener(config.listener_port)
         .await
         .and_then(|socket| Ok((socket.local_addr()?.port(), socket)));
     let subscription = match bound {
         Ok((port, socket)) => {
-            let intake = Arc::new(Intake {
-                stats: stats.clone(),
-                platform: Box::new(tracker.clone()),
-                logs,
-            });
+            let intake = Arc::new(Intake::new(stats.clone(), Box::new(tracker.clone()), logs));
             supervise("telemetry listener", listener::spawn(socket, intake));
             log::debug!("telemetry listener on port {port}");
             subscribe::subscribe(&client, port, managed, config.extension_logs).await
@@ -147,6 +144,7 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         client: &client,
         tracker: &tracker,
         stats: &stats,
+        pipeline: &pipeline,
         subscription: &subscription,
         invokes: 0,
         next_errors: 0,
@@ -159,6 +157,7 @@ struct LoopState<'a> {
     client: &'a ExtensionClient,
     tracker: &'a TrackerHandle,
     stats: &'a Stats,
+    pipeline: &'a PipelineHandle,
     subscription: &'a Subscription,
     invokes: u64,
     next_errors: u64,
@@ -256,6 +255,7 @@ impl LoopState<'_> {
         FlushContext {
             tracker: self.tracker,
             stats: self.stats,
+            pipeline: self.pipeline,
         }
     }
 
@@ -289,14 +289,6 @@ struct Summary<'a> {
     next_errors: u64,
     tracker: Option<TrackerStats>,
     telemetry: StatsSnapshot,
-}
-
-/// Counts the log lines and bytes that reach the end of the queue (the log and metric pipeline
-/// takes this place).
-pub async fn count_log_lines(mut rx: LogReceiver, stats: Arc<Stats>) {
-    while let Some(line) = rx.recv().await {
-        stats.log_line_consumed(line.size);
-    }
 }
 
 /// The configured port, or a free one if it is taken.

@@ -383,8 +383,8 @@ impl Pipeline {
         }
         event.request_id = request_id;
         event.trace_id = trace_id;
-        let body_bytes = self.set_body(&mut event, record, size);
-        self.push(event, body_bytes);
+        let body = self.set_body(&mut event, record, size);
+        self.push(event, body);
     }
 
     fn extension_line(&mut self, line: LogLine) {
@@ -400,13 +400,14 @@ impl Pipeline {
         event
             .attributes
             .push(("aws.lambda.extension_log".into(), AttrValue::Bool(true)));
-        let body_bytes = self.set_body(&mut event, line.record, line.size);
-        self.push(event, body_bytes);
+        let body = self.set_body(&mut event, line.record, line.size);
+        self.push(event, body);
     }
 
     /// The record as the body, capped at `max_body_bytes`; returns the body's size estimate
-    /// (a JSON body counts as its record's size on the wire, so it is never walked).
-    fn set_body(&mut self, event: &mut Event, record: LogRecord, size: usize) -> usize {
+    /// (a JSON body counts as its record's size on the wire, so it is never walked) and whether
+    /// it was truncated.
+    fn set_body(&mut self, event: &mut Event, record: LogRecord, size: usize) -> (usize, bool) {
         let cap = self.limits.max_body_bytes;
         let (body, truncated) = match record {
             LogRecord::Text(mut t) => {
@@ -428,15 +429,14 @@ impl Pipeline {
         };
         event.body = body;
         if truncated {
-            self.counts.truncated += 1;
             event
                 .attributes
                 .push(("loupe.truncated".into(), AttrValue::Bool(true)));
         }
-        bytes
+        (bytes, truncated)
     }
 
-    fn push(&mut self, event: Event, body_bytes: usize) {
+    fn push(&mut self, event: Event, (body_bytes, truncated): (usize, bool)) {
         if self.events.len() >= self.limits.max_events {
             self.counts.dropped_count += 1;
             return;
@@ -447,6 +447,7 @@ impl Pipeline {
             return;
         }
         self.event_bytes += size;
+        self.counts.truncated += u64::from(truncated);
         self.events.push(event);
     }
 
@@ -850,5 +851,463 @@ fn handle(pipeline: &mut Pipeline, cmd: Command) {
         Command::Drain { invocations, reply } => {
             let _ = reply.send(pipeline.drain(invocations));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invocation::{Invocation, ReportInfo};
+    use crate::lambda::listener::log_queue;
+
+    /// The fixtures' capture time, so their `_aws.Timestamp`s are inside the window.
+    const NOW: i64 = 1_795_497_663_709;
+    const R1: &str = "3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab";
+    const TRACE: [u8; 16] = [7; 16];
+
+    fn config(managed: bool) -> Config {
+        Config::from_lookup(|k| match k {
+            "AWS_LAMBDA_INITIALIZATION_TYPE" if managed => {
+                Some("lambda-managed-instances".to_string())
+            }
+            _ => None,
+        })
+        .0
+    }
+
+    fn pipeline(managed: bool) -> Pipeline {
+        Pipeline::new(&config(managed), Box::new(|| NOW))
+    }
+
+    fn line(record: LogRecord, start: Option<&str>) -> LogLine {
+        let size = match &record {
+            LogRecord::Text(t) => t.len() + 2,
+            LogRecord::Json(v) => v.to_string().len(),
+        };
+        LogLine {
+            time: Some("2026-11-24T05:21:03.709Z".into()),
+            source: LogSource::Function,
+            record,
+            size,
+            request_id: start.map(Arc::from),
+            trace_id: start.map(|_| TRACE),
+        }
+    }
+
+    fn text(s: &str, start: Option<&str>) -> LogLine {
+        line(LogRecord::Text(s.to_string()), start)
+    }
+
+    fn json(v: Value, start: Option<&str>) -> LogLine {
+        line(LogRecord::Json(v), start)
+    }
+
+    fn attr<'a>(e: &'a Event, key: &str) -> Option<&'a AttrValue> {
+        e.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn counter(b: &Batch, name: &str, reason: Option<&str>) -> u64 {
+        b.counters
+            .iter()
+            .filter(|c| c.name == name)
+            .filter(|c| {
+                reason.is_none_or(|r| c.attributes.iter().any(|(k, v)| *k == "reason" && v == r))
+            })
+            .map(|c| c.value)
+            .sum()
+    }
+
+    fn emf(metric: &str, value: f64, extra: &str) -> String {
+        format!(
+            r#"{{"_aws":{{"Timestamp":{NOW},"CloudWatchMetrics":[{{"Namespace":"shop","Dimensions":[["service"]],"Metrics":[{{"Name":"{metric}","Unit":"Milliseconds"}}]}}]}},"service":"orders","{metric}":{value}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn request_ids_from_prefixes_json_and_the_latest_start() {
+        let mut p = pipeline(false);
+        p.line(text(
+            &format!("2026-11-24T05:21:04.582Z\t{R1}\tINFO\thello\n"),
+            Some("other"),
+        ));
+        p.line(text(
+            "[ERROR]\t2026-11-24T05:21:04.582Z\tpy-req\tboom\n",
+            Some("py-req"),
+        ));
+        p.line(json(
+            serde_json::json!({"level":"INFO","requestId":"json-req","message":"m"}),
+            None,
+        ));
+        p.line(text("print() has no prefix", Some("started")));
+        p.line(text(
+            "2026-11-24T05:21:04.582Z\tundefined\tINFO\tinit time\n",
+            Some("started"),
+        ));
+        p.line(text("no start yet", None));
+        let b = p.drain(Drained::default());
+        let got: Vec<(Option<&str>, Option<[u8; 16]>)> = b
+            .events
+            .iter()
+            .map(|e| (e.request_id.as_deref(), e.trace_id))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // The record's own id wins; the start's trace belongs to another request.
+                (Some(R1), None),
+                (Some("py-req"), Some(TRACE)),
+                (Some("json-req"), None),
+                (Some("started"), Some(TRACE)),
+                (Some("started"), Some(TRACE)),
+                (None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn managed_instances_use_only_the_records_own_request_id() {
+        let mut p = pipeline(true);
+        p.line(text("print() has no prefix", Some("started")));
+        p.line(text(
+            &format!("2026-11-24T05:21:04.582Z\t{R1}\tINFO\thello"),
+            Some("started"),
+        ));
+        p.line(text(
+            &emf("Latency", 3.0, r#","requestId":"prop-req""#),
+            Some("started"),
+        ));
+        let b = p.drain(Drained::default());
+        let ids: Vec<Option<&str>> = b.events.iter().map(|e| e.request_id.as_deref()).collect();
+        assert_eq!(ids, [None, Some(R1), Some("prop-req")]);
+        assert!(b.events.iter().all(|e| e.trace_id.is_none()));
+    }
+
+    #[test]
+    fn severity_from_prefix_and_json_level() {
+        let mut p = pipeline(false);
+        p.line(text("2026-11-24T05:21:04.582Z\tr\tERROR\tbad", None));
+        p.line(text(
+            "[WARNING]\t2026-11-24T05:21:04.582Z\tr\tcareful",
+            None,
+        ));
+        p.line(json(
+            serde_json::json!({"level":"DEBUG","message":"x"}),
+            None,
+        ));
+        p.line(text("plain", None));
+        p.line(text("not\ta\tprefix\tat all", None));
+        let sev: Vec<Severity> = p
+            .drain(Drained::default())
+            .events
+            .iter()
+            .map(|e| e.severity)
+            .collect();
+        assert_eq!(
+            sev,
+            [
+                Severity::Error,
+                Severity::Warn,
+                Severity::Debug,
+                Severity::Unspecified,
+                Severity::Unspecified
+            ]
+        );
+    }
+
+    #[test]
+    fn emf_line_feeds_series_and_one_event_with_its_properties() {
+        let mut p = pipeline(false);
+        let l = emf("Latency", 12.5, r#","userId":"u-1","objectKey":"a/b.txt""#);
+        p.line(text(&format!("{l}\n"), Some("r1")));
+        p.line(text(&emf("Latency", 7.5, ""), Some("r1")));
+        let b = p.drain(Drained::default());
+        assert_eq!(b.series.len(), 1);
+        let s = &b.series[0];
+        assert_eq!((s.key.namespace(), s.key.name()), ("shop", "Latency"));
+        assert_eq!(s.histogram.count(), 2);
+        assert_eq!(s.histogram.sum(), 20.0);
+        assert_eq!(b.events.len(), 2);
+        let e = &b.events[0];
+        assert_eq!(e.kind, Kind::Emf);
+        assert_eq!(e.request_id.as_deref(), Some("r1"));
+        assert_eq!(e.body, Body::Text(l));
+        assert_eq!(attr(e, "userId"), Some(&AttrValue::Str("u-1".into())));
+        assert_eq!(
+            attr(e, "objectKey"),
+            Some(&AttrValue::Str("a/b.txt".into()))
+        );
+        assert_eq!(attr(e, "enduser.id"), Some(&AttrValue::Str("u-1".into())));
+        assert_eq!(
+            attr(e, "aws.emf.metric_names"),
+            Some(&AttrValue::Json(serde_json::json!(["Latency"])))
+        );
+        // Neither the metric value nor the dimension is a property.
+        assert_eq!(attr(e, "Latency"), None);
+        assert_eq!(attr(e, "service"), None);
+        assert_eq!(counter(&b, "loupe.emf.accepted", None), 2);
+        assert_eq!(counter(&b, "loupe.log.lines", None), 2);
+        assert_eq!(p.user_of("r1"), Some("u-1"));
+    }
+
+    #[test]
+    fn rejected_emf_is_counted_and_still_a_log_event() {
+        let mut p = pipeline(false);
+        let bad = r#"{"_aws":{"Timestamp":1795497663709,"CloudWatchMetrics":[{"Namespace":"shop","Dimensions":[[]],"Metrics":[{"Name":"Latency","Unit":"Furlongs"}]}]},"Latency":1}"#;
+        p.line(text(bad, Some("r1")));
+        p.line(text(r#"{"_aws":{"CloudWatchMetrics": oops"#, Some("r1")));
+        let b = p.drain(Drained::default());
+        assert!(b.series.is_empty());
+        assert_eq!(b.events.len(), 2);
+        for e in &b.events {
+            assert_eq!(e.kind, Kind::Log);
+            assert!(
+                matches!(attr(e, "loupe.emf.rejected"), Some(AttrValue::Str(s)) if !s.is_empty())
+            );
+        }
+        assert_eq!(
+            attr(&b.events[0], "loupe.emf.rejected"),
+            Some(&AttrValue::Str("metric_invalid_unit".into()))
+        );
+        assert_eq!(b.events[0].body, Body::Text(bad.into()));
+        assert_eq!(
+            counter(&b, "loupe.emf.rejected", Some("metric_invalid_unit")),
+            1
+        );
+        assert_eq!(
+            counter(&b, "loupe.emf.rejected", Some("json_parse_error")),
+            1
+        );
+        assert_eq!(counter(&b, "loupe.emf.accepted", None), 0);
+    }
+
+    #[test]
+    fn json_log_keeps_its_object_and_gives_the_user_to_the_error_event() {
+        let mut p = pipeline(false);
+        let record = serde_json::json!({
+            "timestamp":"2026-11-24T05:21:03Z","level":"ERROR","requestId":"r-err",
+            "message":{"text":"payment failed","user_id":"alice"}
+        });
+        p.line(json(record.clone(), None));
+        let failed = Invocation {
+            request_id: "r-err".into(),
+            start: true,
+            runtime_done: None,
+            report: Some(ReportInfo {
+                status: Some("error".into()),
+                error_type: Some("Runtime.HandlerError".into()),
+                duration_ms: Some(10.0),
+                billed_duration_ms: Some(10),
+                memory_size_mb: Some(128),
+                max_memory_used_mb: Some(60),
+                init_duration_ms: None,
+                restore_duration_ms: None,
+                spans: Vec::new(),
+            }),
+            ..Invocation::default()
+        };
+        let b = p.drain(Drained {
+            invocations: vec![failed],
+            phases: Vec::new(),
+        });
+        assert_eq!(b.events.len(), 2);
+        assert_eq!(b.events[0].body, Body::Json(record));
+        assert_eq!(b.events[0].severity, Severity::Error);
+        let err = &b.events[1];
+        assert_eq!(err.kind, Kind::InvocationError);
+        assert_eq!(err.request_id.as_deref(), Some("r-err"));
+        assert_eq!(
+            attr(err, "enduser.id"),
+            Some(&AttrValue::Str("alice".into()))
+        );
+        assert_eq!(counter(&b, platform::ERRORS, None), 1);
+        assert_eq!(counter(&b, platform::INVOCATIONS, None), 1);
+        assert!(
+            b.series
+                .iter()
+                .any(|s| s.key.name() == platform::INVOKE_DURATION)
+        );
+    }
+
+    #[test]
+    fn extension_lines_are_never_read_as_emf() {
+        let mut p = pipeline(false);
+        let mut l = text(&emf("Latency", 1.0, ""), Some("r1"));
+        l.source = LogSource::Extension;
+        p.line(l);
+        let b = p.drain(Drained::default());
+        assert!(b.series.is_empty());
+        assert_eq!(b.events.len(), 1);
+        assert_eq!(b.events[0].kind, Kind::Log);
+        assert_eq!(b.events[0].request_id, None);
+        assert_eq!(
+            attr(&b.events[0], "aws.lambda.extension_log"),
+            Some(&AttrValue::Bool(true))
+        );
+        assert_eq!(counter(&b, "loupe.log.extension_lines", None), 1);
+    }
+
+    #[test]
+    fn pending_events_are_capped_and_drops_counted() {
+        let limits = Limits {
+            max_events: 2,
+            max_bytes: 1 << 20,
+            max_body_bytes: 10,
+            max_user_ids: 2,
+        };
+        let mut p = Pipeline::with_limits(&config(false), Box::new(|| NOW), limits);
+        p.line(text("ééééééé long line", None));
+        p.line(text(&emf("Latency", 1.0, ""), None));
+        p.line(text(&emf("Latency", 2.0, ""), None));
+        let b = p.drain(Drained::default());
+        assert_eq!(b.events.len(), 2);
+        // 10 bytes cut back to the char boundary before it.
+        assert_eq!(b.events[0].body, Body::Text("ééééé".into()));
+        assert_eq!(
+            attr(&b.events[0], "loupe.truncated"),
+            Some(&AttrValue::Bool(true))
+        );
+        assert_eq!(counter(&b, "loupe.events.truncated", None), 2);
+        assert_eq!(counter(&b, "loupe.events.dropped", Some("count")), 1);
+        // The dropped event's metrics still count.
+        assert_eq!(b.series[0].histogram.count(), 2);
+        // The counters restart after a drain.
+        let b = p.drain(Drained::default());
+        assert!(b.is_empty(), "{b:?}");
+
+        let limits = Limits {
+            max_events: 100,
+            max_bytes: 300,
+            ..Limits::default()
+        };
+        let mut p = Pipeline::with_limits(&config(false), Box::new(|| NOW), limits);
+        for _ in 0..3 {
+            p.line(text(&"x".repeat(100), None));
+        }
+        let b = p.drain(Drained::default());
+        assert_eq!(b.events.len(), 1);
+        assert_eq!(counter(&b, "loupe.events.dropped", Some("bytes")), 2);
+    }
+
+    #[test]
+    fn user_ids_are_bounded_oldest_out() {
+        let limits = Limits {
+            max_user_ids: 2,
+            ..Limits::default()
+        };
+        let mut p = Pipeline::with_limits(&config(false), Box::new(|| NOW), limits);
+        for (req, user) in [("a", "ua"), ("b", "ub"), ("c", "uc")] {
+            p.line(json(
+                serde_json::json!({"requestId": req, "userId": user}),
+                None,
+            ));
+        }
+        assert_eq!(p.user_of("a"), None);
+        assert_eq!(p.user_of("b"), Some("ub"));
+        assert_eq!(p.user_of("c"), Some("uc"));
+    }
+
+    #[test]
+    fn series_cap_refusals_are_counted() {
+        let mut c = config(false);
+        c.max_series = 1;
+        let mut p = Pipeline::new(&c, Box::new(|| NOW));
+        p.line(text(&emf("A", 1.0, ""), None));
+        p.line(text(&emf("B", 1.0, ""), None));
+        let b = p.drain(Drained::default());
+        assert_eq!(b.series.len(), 1);
+        assert_eq!(counter(&b, "loupe.series.refused", Some("series_cap")), 1);
+        assert_eq!(b.events.len(), 2, "the refused line's event still goes");
+    }
+
+    #[test]
+    fn intake_counters_ship_as_deltas() {
+        let stats = Arc::new(Stats::default());
+        stats.malformed_event();
+        let mut p = pipeline(false).with_stats(stats.clone());
+        stats.malformed_event();
+        stats.lambda_dropped(3, 300);
+        p.line(text("a line", None));
+        let b = p.drain(Drained::default());
+        assert_eq!(counter(&b, "loupe.telemetry.malformed", None), 1);
+        assert_eq!(counter(&b, "loupe.lambda.logs_dropped.records", None), 3);
+        assert_eq!(counter(&b, "loupe.lambda.logs_dropped.bytes", None), 300);
+        assert_eq!(stats.snapshot().log_lines_consumed, 1);
+        let b = p.drain(Drained::default());
+        assert_eq!(counter(&b, "loupe.telemetry.malformed", None), 0);
+    }
+
+    #[test]
+    fn text_prefixes() {
+        assert_eq!(
+            text_prefix("2026-11-24T05:21:04.582Z\tabc\tINFO\tmsg"),
+            Prefix {
+                request_id: Some("abc"),
+                level: Some("INFO")
+            }
+        );
+        assert_eq!(
+            text_prefix("[DEBUG]\t2026-11-24T05:21:04.582Z\tabc\tmsg"),
+            Prefix {
+                request_id: Some("abc"),
+                level: Some("DEBUG")
+            }
+        );
+        assert_eq!(
+            text_prefix("2026-11-24T05:21:04.582Z\tabc\tINFO"),
+            Prefix::default()
+        );
+        assert_eq!(text_prefix("a\tb\tc\td"), Prefix::default());
+        assert_eq!(text_prefix(""), Prefix::default());
+        assert_eq!(
+            text_prefix("2026-11-24T05:21:04.582Z\t\tINFO\tmsg").request_id,
+            None
+        );
+    }
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(iso_to_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            iso_to_ms("2022-10-12T00:00:15.064Z"),
+            Some(1_665_532_815_064)
+        );
+        assert_eq!(
+            iso_to_ms("2022-10-12T00:00:15.0641234Z"),
+            Some(1_665_532_815_064)
+        );
+        assert_eq!(iso_to_ms("2022-10-12T00:00:15.5Z"), Some(1_665_532_815_500));
+        assert_eq!(
+            iso_to_ms("2022-10-12T02:00:15+02:00"),
+            Some(1_665_532_815_000)
+        );
+        for bad in [
+            "",
+            "t",
+            "2022-13-12T00:00:15Z",
+            "2022-10-12T00:00:15.Z",
+            "2022-10-12T00:00:15Zx",
+            "２022-10-12T00:00:15Z",
+        ] {
+            assert_eq!(iso_to_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn task_drains_lines_queued_before_the_request() {
+        let (queue, rx) = log_queue(64, 1 << 20);
+        let (mut handle, task) = spawn_with(pipeline(false), rx);
+        for v in [1.0, 2.0, 3.0] {
+            assert!(queue.try_send(text(&emf("Latency", v, ""), Some("r1"))));
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let b = batch::Source::drain(&mut handle, Drained::default(), deadline).await;
+        assert_eq!(b.events.len(), 3);
+        assert_eq!(b.series[0].histogram.sum(), 6.0);
+        drop(queue);
+        drop(handle);
+        tokio::time::timeout(std::time::Duration::from_secs(30), task)
+            .await
+            .expect("the task ends with its last handle")
+            .expect("no panic");
     }
 }

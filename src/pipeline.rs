@@ -24,9 +24,10 @@
 //! * **Log lines**: the body is the line as printed (without its trailing newline), or, for a
 //!   JSON record, the record object itself, whole: no field is lifted into attributes (the
 //!   backend can index the body), so nothing is duplicated or re-serialised.
-//! * **User id**: the first of `config.user_id_keys` found among the EMF properties or the JSON
-//!   record's fields (or those of its `message` object) is set as `enduser.id` and remembered per
-//!   request id (bounded, oldest out) for the invocation error events.
+//! * **User id**: the first of `config.user_id_keys` found among the EMF properties (else its
+//!   dimensions) or the JSON record's fields (or those of its `message` object) is set as
+//!   `enduser.id` and remembered per request id (bounded, oldest out) for the invocation error
+//!   events.
 //!
 //! `extension` lines become `Log` events with `aws.lambda.extension_log = true`; they are never
 //! read as EMF.
@@ -305,11 +306,21 @@ impl Pipeline {
                     self.counts.emf_accepted += 1;
                     self.aggregator.add_line(&emf_line);
                     let props = &emf_line.properties;
+                    // A property first; a user id used as a dimension counts too.
                     let user = self.user_id_keys.iter().find_map(|k| {
                         props
                             .iter()
                             .find(|(p, _)| p.as_ref() == k.as_str())
                             .and_then(|(_, v)| user_string(v))
+                            .or_else(|| {
+                                emf_line.points.iter().find_map(|p| {
+                                    p.dimensions
+                                        .iter()
+                                        .find(|(d, v)| d.as_ref() == k.as_str() && !v.is_empty())
+                                        .map(|(_, v)| v.to_string())
+                                        .filter(|v| v.len() <= MAX_USER_ID_BYTES)
+                                })
+                            })
                     });
                     if own_id.is_none() {
                         own_id = REQUEST_ID_PROPERTIES.iter().find_map(|k| {

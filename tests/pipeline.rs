@@ -135,7 +135,7 @@ async fn fixture_batches_through_intake_tracker_and_pipeline() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let drained = tracker.drain(deadline).await.expect("tracker answers");
     assert_eq!(drained.invocations.len(), 2);
-    let batch = handle.drain(drained, deadline).await;
+    let batch = Source::drain(&mut handle, drained, deadline).await;
 
     // Events: one per function line and the extension line, plus the failed invocation.
     let lines = wrapping.len() + powertools.len();

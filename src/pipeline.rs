@@ -289,6 +289,8 @@ impl Pipeline {
                 Verdict::Rejected(reasons) => {
                     let mut codes = String::new();
                     for r in &reasons {
+                        // One slot per reason; a reason's discriminant is its position in
+                        // `Reason::ALL` (declaration order), so the index is in bounds.
                         self.counts.rejected[*r as usize] += 1;
                         if !codes.is_empty() {
                             codes.push(',');
@@ -349,6 +351,7 @@ impl Pipeline {
                     );
                     let mut warnings = String::new();
                     for w in &emf_line.warnings {
+                        // In bounds, as for `rejected` above.
                         self.counts.warnings[*w as usize] += 1;
                         if !warnings.is_empty() {
                             warnings.push(',');
@@ -708,9 +711,9 @@ pub fn iso_to_ms(s: &str) -> Option<i64> {
     if b.get(i) == Some(&b'.') {
         i += 1;
         let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
+        while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
             if i - start < 3 {
-                ms = ms * 10 + i64::from(b[i] - b'0');
+                ms = ms * 10 + i64::from(d - b'0');
             }
             i += 1;
         }
@@ -724,10 +727,10 @@ pub fn iso_to_ms(s: &str) -> Option<i64> {
     }
     let offset_min = match b.get(i..) {
         Some(b"Z" | b"z") | Some(b"") => 0,
-        Some(rest) if rest.len() == 6 && matches!(rest[0], b'+' | b'-') && rest[3] == b':' => {
+        Some([sign @ (b'+' | b'-'), _, _, b':', _, _]) => {
             let oh = num(i + 1, 2)?;
             let om = num(i + 4, 2)?;
-            let sign = if rest[0] == b'+' { 1 } else { -1 };
+            let sign = if *sign == b'+' { 1 } else { -1 };
             sign * (oh * 60 + om)
         }
         _ => return None,
@@ -1245,6 +1248,13 @@ mod tests {
         assert_eq!(stats.snapshot().log_lines_consumed, 1);
         let b = p.drain(Drained::default());
         assert_eq!(counter(&b, "loupe.telemetry.malformed", None), 0);
+    }
+
+    #[test]
+    fn reason_discriminants_are_their_positions() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::config::{Config, FlushStrategy};
 use crate::invocation::{self, Tracker, TrackerHandle, TrackerStats};
 use crate::lambda::client::{
-    self, EventKind, ExtensionClient, InvokeEvent, NextEvent, ShutdownEvent,
+    self, EventKind, ExtensionClient, InvokeEvent, NextEvent, Registration, ShutdownEvent,
 };
 use crate::lambda::listener::{self, Intake, log_queue};
 use crate::lambda::stats::{Stats, StatsSnapshot};
@@ -33,7 +33,8 @@ use crate::pipeline::{self, PipelineHandle};
 pub const LOG_QUEUE_LINES: usize = 8_192;
 /// Bytes of log records queued towards the pipeline, at most.
 pub const LOG_QUEUE_BYTES: usize = 16 << 20;
-/// Consecutive `/next` failures before loupe gives up.
+/// Consecutive `/next` failures (transport errors, 5xx, undecodable answers) before loupe gives
+/// up; a 4xx ends the loop at once.
 const MAX_NEXT_FAILURES: u32 = 5;
 /// Stop waiting for runtimeDone this long before the invocation's deadline, so the wait never
 /// turns into a timeout of the function.
@@ -45,12 +46,14 @@ const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
 
 /// What a [`Flusher`] may use: the tracker (to drain completed invocations for platform
-/// metrics), the intake counters, and the log pipeline (a [`crate::batch::Source`]: its batches
-/// carry the intake counters as deltas already).
+/// metrics), the intake counters, what register said about the function (its account id, for
+/// the `cloud.account.id` resource attribute), and the log pipeline (a
+/// [`crate::batch::Source`]: its batches carry the intake counters as deltas already).
 #[derive(Clone, Copy, Debug)]
 pub struct FlushContext<'a> {
     pub tracker: &'a TrackerHandle,
     pub stats: &'a Stats,
+    pub registration: &'a Registration,
     pub pipeline: &'a PipelineHandle,
 }
 
@@ -144,6 +147,7 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         client: &client,
         tracker: &tracker,
         stats: &stats,
+        registration: &registration,
         pipeline: &pipeline,
         subscription: &subscription,
         invokes: 0,
@@ -157,6 +161,7 @@ struct LoopState<'a> {
     client: &'a ExtensionClient,
     tracker: &'a TrackerHandle,
     stats: &'a Stats,
+    registration: &'a Registration,
     pipeline: &'a PipelineHandle,
     subscription: &'a Subscription,
     invokes: u64,
@@ -171,6 +176,15 @@ impl LoopState<'_> {
                 Ok(event) => {
                     failures = 0;
                     event
+                }
+                Err(e) if e.is_refusal() => {
+                    // Lambda will not send events any more (typically the environment is being
+                    // torn down after a failed init): nothing to retry, nothing to report.
+                    self.next_errors += 1;
+                    log::warn!("Lambda refuses event/next ({e}); loupe exits");
+                    let deadline = Instant::now() + DEFAULT_SHUTDOWN_BUDGET;
+                    self.summary(None, deadline).await;
+                    return ExitCode::SUCCESS;
                 }
                 Err(e) => {
                     failures += 1;
@@ -255,6 +269,7 @@ impl LoopState<'_> {
         FlushContext {
             tracker: self.tracker,
             stats: self.stats,
+            registration: self.registration,
             pipeline: self.pipeline,
         }
     }

@@ -40,7 +40,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +48,7 @@ use tokio::time::Instant;
 
 use crate::aggregate::Aggregator;
 use crate::batch::{self, Batch, Counter};
+use crate::clock::parse_rfc3339_ms;
 use crate::config::Config;
 use crate::emf::{self, ParseOptions, Reason, Record, Verdict};
 use crate::event::{AttrValue, Body, Event, Kind, Severity};
@@ -84,11 +84,7 @@ pub type Clock = Box<dyn Fn() -> i64 + Send>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Box::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    })
+    Box::new(crate::clock::now_ms)
 }
 
 /// Caps of the pending events.
@@ -253,7 +249,7 @@ impl Pipeline {
             trace_id: start_trace,
             ..
         } = line;
-        let record_ms = time.as_deref().and_then(iso_to_ms);
+        let record_ms = time.as_deref().and_then(parse_rfc3339_ms);
         let opts = ParseOptions {
             now_ms: (self.clock)(),
             record_time_ms: record_ms,
@@ -403,7 +399,7 @@ impl Pipeline {
 
     fn extension_line(&mut self, line: LogLine) {
         self.counts.extension_lines += 1;
-        let time = line.time.as_deref().and_then(iso_to_ms);
+        let time = line.time.as_deref().and_then(parse_rfc3339_ms);
         let mut event = Event::new(
             Kind::Log,
             time.map_or_else(|| ms_to_ns((self.clock)()), ms_to_ns),
@@ -681,74 +677,6 @@ fn event_size(e: &Event, body_bytes: usize) -> usize {
 
 fn ms_to_ns(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
-}
-
-/// Milliseconds since the epoch of an ISO 8601 / RFC 3339 UTC time as Lambda prints it
-/// (`2024-05-01T12:00:00.123Z`, `2024-05-01T12:00:00Z`, `+00:00` offsets).
-pub fn iso_to_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let digits = b.get(from..from + len)?;
-        digits.iter().try_fold(0i64, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
-        })
-    };
-    if b.get(4) != Some(&b'-')
-        || b.get(7) != Some(&b'-')
-        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
-        || b.get(13) != Some(&b':')
-        || b.get(16) != Some(&b':')
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (h, m, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
-            if i - start < 3 {
-                ms = ms * 10 + i64::from(d - b'0');
-            }
-            i += 1;
-        }
-        let digits = i - start;
-        if digits == 0 {
-            return None;
-        }
-        for _ in digits..3 {
-            ms *= 10;
-        }
-    }
-    let offset_min = match b.get(i..) {
-        Some(b"Z" | b"z") | Some(b"") => 0,
-        Some([sign @ (b'+' | b'-'), _, _, b':', _, _]) => {
-            let oh = num(i + 1, 2)?;
-            let om = num(i + 4, 2)?;
-            let sign = if *sign == b'+' { 1 } else { -1 };
-            sign * (oh * 60 + om)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + h * 3_600 + m * 60 + sec - offset_min * 60;
-    Some(secs * 1_000 + ms)
-}
-
-/// Days from 1970-01-01 (proleptic Gregorian; negative before).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 enum Command {
@@ -1283,34 +1211,6 @@ mod tests {
             text_prefix("2026-11-24T05:21:04.582Z\t\tINFO\tmsg").request_id,
             None
         );
-    }
-
-    #[test]
-    fn iso_times() {
-        assert_eq!(iso_to_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            iso_to_ms("2022-10-12T00:00:15.064Z"),
-            Some(1_665_532_815_064)
-        );
-        assert_eq!(
-            iso_to_ms("2022-10-12T00:00:15.0641234Z"),
-            Some(1_665_532_815_064)
-        );
-        assert_eq!(iso_to_ms("2022-10-12T00:00:15.5Z"), Some(1_665_532_815_500));
-        assert_eq!(
-            iso_to_ms("2022-10-12T02:00:15+02:00"),
-            Some(1_665_532_815_000)
-        );
-        for bad in [
-            "",
-            "t",
-            "2022-13-12T00:00:15Z",
-            "2022-10-12T00:00:15.Z",
-            "2022-10-12T00:00:15Zx",
-            "２022-10-12T00:00:15Z",
-        ] {
-            assert_eq!(iso_to_ms(bad), None, "{bad}");
-        }
     }
 
     #[tokio::test]

@@ -197,7 +197,7 @@ fn invocation_error(
     let time = inv
         .start_time
         .as_deref()
-        .and_then(crate::pipeline::iso_to_ms)
+        .and_then(crate::clock::parse_rfc3339_ms)
         .map_or(now_ns, ms_to_ns);
     let mut e = Event::new(Kind::InvocationError, time);
     e.severity = Severity::Error;

@@ -31,8 +31,9 @@ use crate::event::xray_trace_id;
 /// Bodies over this are drained, counted and dropped (Lambda sends at most `2 * maxBytes` plus
 /// metadata; loupe asks for 256 KiB batches and Lambda's ceiling is 1 MiB).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
-/// Connections served at once; Lambda uses one. More are closed at once.
-const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once; Lambda uses one. More are closed at once. With the body cap this
+/// bounds the listener's buffers to `MAX_CONNECTIONS * MAX_BODY_BYTES`.
+const MAX_CONNECTIONS: usize = 8;
 
 /// Where platform events go. Must not block: return `false` to have the event counted as
 /// dropped.

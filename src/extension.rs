@@ -46,15 +46,13 @@ const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
 
 /// What a [`Flusher`] may use: the tracker (to drain completed invocations for platform
-/// metrics), the intake counters, what register said about the function (its account id, for
-/// the `cloud.account.id` resource attribute), and the log pipeline (a
-/// [`crate::batch::Source`]: its batches carry the intake counters as deltas already).
+/// metrics), the intake counters (for loupe's own metrics) and what register said about the
+/// function (its account id, for the `cloud.account.id` resource attribute).
 #[derive(Clone, Copy, Debug)]
 pub struct FlushContext<'a> {
     pub tracker: &'a TrackerHandle,
     pub stats: &'a Stats,
     pub registration: &'a Registration,
-    pub pipeline: &'a PipelineHandle,
 }
 
 /// The seam for flushing: called by the run loop at the points where data must leave.
@@ -90,7 +88,21 @@ pub async fn run(config: Config) -> ExitCode {
 }
 
 /// Runs the extension with the given flusher.
-pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
+pub async fn run_with(config: Config, flusher: impl Flusher) -> ExitCode {
+    run_with_pipeline(config, |_| flusher).await
+}
+
+/// Runs the extension with a flusher built around the log pipeline's handle (its
+/// [`crate::batch::Source`]).
+pub async fn run_with_pipeline<F: Flusher>(
+    config: Config,
+    make_flusher: impl FnOnce(PipelineHandle) -> F,
+) -> ExitCode {
+    let stats = Arc::new(Stats::default());
+    let (logs, log_rx) = log_queue(LOG_QUEUE_LINES, LOG_QUEUE_BYTES);
+    // The task lives as long as a handle does: `pipeline` keeps it until this function returns.
+    let (pipeline, pipeline_task) = pipeline::spawn(&config, log_rx, stats.clone());
+    let mut flusher = make_flusher(pipeline.clone());
     let Some(base) = config.lambda.runtime_api.clone() else {
         log::error!("AWS_LAMBDA_RUNTIME_API is not set: loupe runs as a Lambda extension only");
         return ExitCode::FAILURE;
@@ -115,11 +127,8 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         registration.function_name.as_deref().unwrap_or("?")
     );
 
-    let stats = Arc::new(Stats::default());
     let (tracker, tracker_task) = invocation::spawn(Tracker::default());
     supervise("invocation tracker", tracker_task);
-    let (logs, log_rx) = log_queue(LOG_QUEUE_LINES, LOG_QUEUE_BYTES);
-    let (pipeline, pipeline_task) = pipeline::spawn(&config, log_rx, stats.clone());
     supervise("log pipeline", pipeline_task);
 
     let bound = bind_listener(config.listener_port)
@@ -148,7 +157,6 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         tracker: &tracker,
         stats: &stats,
         registration: &registration,
-        pipeline: &pipeline,
         subscription: &subscription,
         invokes: 0,
         next_errors: 0,
@@ -162,7 +170,6 @@ struct LoopState<'a> {
     tracker: &'a TrackerHandle,
     stats: &'a Stats,
     registration: &'a Registration,
-    pipeline: &'a PipelineHandle,
     subscription: &'a Subscription,
     invokes: u64,
     next_errors: u64,
@@ -270,7 +277,6 @@ impl LoopState<'_> {
             tracker: self.tracker,
             stats: self.stats,
             registration: self.registration,
-            pipeline: self.pipeline,
         }
     }
 

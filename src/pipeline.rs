@@ -55,7 +55,7 @@ use crate::event::{AttrValue, Body, Event, Kind, Severity};
 use crate::invocation::Drained;
 use crate::lambda::events::{LogLine, LogRecord, LogSource};
 use crate::lambda::listener::LogReceiver;
-use crate::lambda::stats::{Stats, StatsSnapshot};
+use crate::lambda::stats::Stats;
 use crate::platform;
 
 /// Events kept between two drains, at most.
@@ -184,7 +184,7 @@ pub struct Pipeline {
     limits: Limits,
     clock: Clock,
     counts: Counts,
-    stats: Option<(Arc<Stats>, StatsSnapshot)>,
+    stats: Option<Arc<Stats>>,
 }
 
 impl Pipeline {
@@ -210,10 +210,10 @@ impl Pipeline {
         }
     }
 
-    /// Counts consumed lines into `stats` and ships its counters as deltas in every batch.
+    /// Counts consumed lines and bytes into the intake's `stats` (the flush control ships the
+    /// intake's own counters; batches from here do not repeat them).
     pub fn with_stats(mut self, stats: Arc<Stats>) -> Pipeline {
-        let last = stats.snapshot();
-        self.stats = Some((stats, last));
+        self.stats = Some(stats);
         self
     }
 
@@ -231,7 +231,7 @@ impl Pipeline {
     pub fn line(&mut self, line: LogLine) {
         self.counts.lines += 1;
         self.counts.bytes += line.size as u64;
-        if let Some((stats, _)) = &self.stats {
+        if let Some(stats) = &self.stats {
             stats.log_line_consumed(line.size);
         }
         match line.source {
@@ -515,54 +515,6 @@ impl Pipeline {
             Counter::new("loupe.series.refused", refused.invalid_samples)
                 .with("reason", "invalid_samples"),
         );
-
-        if let Some((stats, last)) = &mut self.stats {
-            let now = stats.snapshot();
-            let d = |a: u64, b: u64| a.saturating_sub(b);
-            add(Counter::new(
-                "loupe.telemetry.malformed",
-                d(now.malformed_events, last.malformed_events),
-            )
-            .with("what", "event"));
-            add(Counter::new(
-                "loupe.telemetry.malformed",
-                d(now.malformed_bodies, last.malformed_bodies),
-            )
-            .with("what", "body"));
-            add(Counter::new(
-                "loupe.telemetry.unknown_types",
-                d(now.unknown_types, last.unknown_types),
-            ));
-            add(Counter::new(
-                "loupe.telemetry.oversized",
-                d(now.oversized_records, last.oversized_records),
-            )
-            .with("what", "record"));
-            add(Counter::new(
-                "loupe.telemetry.oversized",
-                d(now.oversized_bodies, last.oversized_bodies),
-            )
-            .with("what", "body"));
-            add(Counter::new(
-                "loupe.telemetry.queue_dropped",
-                d(now.log_lines_dropped, last.log_lines_dropped),
-            )
-            .with("queue", "log"));
-            add(Counter::new(
-                "loupe.telemetry.queue_dropped",
-                d(now.platform_events_dropped, last.platform_events_dropped),
-            )
-            .with("queue", "platform"));
-            add(Counter::new(
-                "loupe.lambda.logs_dropped.records",
-                d(now.lambda_dropped_records, last.lambda_dropped_records),
-            ));
-            add(Counter::new(
-                "loupe.lambda.logs_dropped.bytes",
-                d(now.lambda_dropped_bytes, last.lambda_dropped_bytes),
-            ));
-            *last = now;
-        }
     }
 }
 
@@ -732,7 +684,7 @@ impl batch::Source for PipelineHandle {
 }
 
 /// Starts the pipeline task fed by `logs`, with the system clock; consumed lines are counted
-/// into `stats` and its counters ship as deltas in every batch.
+/// into `stats`.
 pub fn spawn(
     config: &Config,
     logs: LogReceiver,
@@ -1162,20 +1114,22 @@ mod tests {
     }
 
     #[test]
-    fn intake_counters_ship_as_deltas() {
+    fn consumed_lines_are_counted_in_the_intake_stats_only() {
         let stats = Arc::new(Stats::default());
         stats.malformed_event();
         let mut p = pipeline(false).with_stats(stats.clone());
-        stats.malformed_event();
-        stats.lambda_dropped(3, 300);
         p.line(text("a line", None));
         let b = p.drain(Drained::default());
-        assert_eq!(counter(&b, "loupe.telemetry.malformed", None), 1);
-        assert_eq!(counter(&b, "loupe.lambda.logs_dropped.records", None), 3);
-        assert_eq!(counter(&b, "loupe.lambda.logs_dropped.bytes", None), 300);
-        assert_eq!(stats.snapshot().log_lines_consumed, 1);
-        let b = p.drain(Drained::default());
-        assert_eq!(counter(&b, "loupe.telemetry.malformed", None), 0);
+        let s = stats.snapshot();
+        assert_eq!((s.log_lines_consumed, s.log_bytes_consumed), (1, 8));
+        assert_eq!(counter(&b, "loupe.log.lines", None), 1);
+        assert_eq!(counter(&b, "loupe.log.bytes", None), 8);
+        // The flush control ships the intake's counters; the batch does not repeat them.
+        assert!(
+            b.counters
+                .iter()
+                .all(|c| !c.name.starts_with("loupe.telemetry"))
+        );
     }
 
     #[test]

@@ -235,6 +235,8 @@ fn cold_start_twenty_invocations_and_shutdown() {
     let s = &run.summaries[0];
     assert_eq!(s["tracker"]["completed"], 20, "{s}");
     assert_eq!(s["tracker"]["unfinished"], 0, "{s}");
+    // The default (adaptive) flush does not hold /next for runtimeDone.
+    assert!(!run.stderr.contains("DEBUG runtimeDone "), "{}", run.stderr);
 }
 
 #[test]
@@ -344,8 +346,12 @@ fn flush_at_end_waits_for_runtime_done() {
     run.assert_clean_exits();
     assert_summary(&run, "telemetry", Some("2025-01-29"), 4, "spindown");
     run.assert_every_invocation_seen(true);
-    // loupe calls /next only after the runtime finished (its runtimeDone arrived), so loupe-local
-    // measures an extension overhead on every invocation.
+    // loupe waited for each request's runtimeDone before its /next (it says so at debug), so
+    // loupe-local measures an extension overhead on every invocation.
+    for id in run.request_ids() {
+        let line = format!("[loupe] loupe DEBUG runtimeDone {id} success applied");
+        assert!(run.stderr.contains(&line), "{line} in:\n{}", run.stderr);
+    }
     for inv in run.report["invocations"].as_array().expect("invocations") {
         let overhead = inv["extensionOverheadMs"].as_f64().expect("overhead");
         assert!(overhead > 0.0, "{inv}");

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::config::{Config, FlushStrategy};
 use crate::invocation::{self, Tracker, TrackerHandle, TrackerStats};
 use crate::lambda::client::{
-    self, EventKind, ExtensionClient, InvokeEvent, NextEvent, ShutdownEvent,
+    self, EventKind, ExtensionClient, InvokeEvent, NextEvent, Registration, ShutdownEvent,
 };
 use crate::lambda::listener::{self, Intake, LogReceiver, log_queue};
 use crate::lambda::stats::{Stats, StatsSnapshot};
@@ -32,7 +32,8 @@ use crate::lambda::subscribe::{self, Api, Subscription};
 pub const LOG_QUEUE_LINES: usize = 8_192;
 /// Bytes of log records queued towards the pipeline, at most.
 pub const LOG_QUEUE_BYTES: usize = 16 << 20;
-/// Consecutive `/next` failures before loupe gives up.
+/// Consecutive `/next` failures (transport errors, 5xx, undecodable answers) before loupe gives
+/// up; a 4xx ends the loop at once.
 const MAX_NEXT_FAILURES: u32 = 5;
 /// Stop waiting for runtimeDone this long before the invocation's deadline, so the wait never
 /// turns into a timeout of the function.
@@ -44,11 +45,13 @@ const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
 
 /// What a [`Flusher`] may use: the tracker (to drain completed invocations for platform
-/// metrics) and the intake counters (for loupe's own metrics).
+/// metrics), the intake counters (for loupe's own metrics) and what register said about the
+/// function (its account id, for the `cloud.account.id` resource attribute).
 #[derive(Clone, Copy, Debug)]
 pub struct FlushContext<'a> {
     pub tracker: &'a TrackerHandle,
     pub stats: &'a Stats,
+    pub registration: &'a Registration,
 }
 
 /// The seam for flushing: called by the run loop at the points where data must leave.
@@ -123,11 +126,7 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         .and_then(|socket| Ok((socket.local_addr()?.port(), socket)));
     let subscription = match bound {
         Ok((port, socket)) => {
-            let intake = Arc::new(Intake {
-                stats: stats.clone(),
-                platform: Box::new(tracker.clone()),
-                logs,
-            });
+            let intake = Arc::new(Intake::new(stats.clone(), Box::new(tracker.clone()), logs));
             supervise("telemetry listener", listener::spawn(socket, intake));
             log::debug!("telemetry listener on port {port}");
             subscribe::subscribe(&client, port, managed, config.extension_logs).await
@@ -147,6 +146,7 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         client: &client,
         tracker: &tracker,
         stats: &stats,
+        registration: &registration,
         subscription: &subscription,
         invokes: 0,
         next_errors: 0,
@@ -159,6 +159,7 @@ struct LoopState<'a> {
     client: &'a ExtensionClient,
     tracker: &'a TrackerHandle,
     stats: &'a Stats,
+    registration: &'a Registration,
     subscription: &'a Subscription,
     invokes: u64,
     next_errors: u64,
@@ -172,6 +173,15 @@ impl LoopState<'_> {
                 Ok(event) => {
                     failures = 0;
                     event
+                }
+                Err(e) if e.is_refusal() => {
+                    // Lambda will not send events any more (typically the environment is being
+                    // torn down after a failed init): nothing to retry, nothing to report.
+                    self.next_errors += 1;
+                    log::warn!("Lambda refuses event/next ({e}); loupe exits");
+                    let deadline = Instant::now() + DEFAULT_SHUTDOWN_BUDGET;
+                    self.summary(None, deadline).await;
+                    return ExitCode::SUCCESS;
                 }
                 Err(e) => {
                     failures += 1;
@@ -256,6 +266,7 @@ impl LoopState<'_> {
         FlushContext {
             tracker: self.tracker,
             stats: self.stats,
+            registration: self.registration,
         }
     }
 

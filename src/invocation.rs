@@ -4,7 +4,8 @@
 //! In: platform events from the telemetry listener, and queries from the run loop, over one
 //! bounded channel. Out: answers on oneshot channels (`wait_runtime_done`, drains of completed
 //! [`Invocation`] records for platform metrics), and one `debug` line per invocation when it
-//! completes or is evicted.
+//! completes or is evicted: `invocation {"requestId":..,"start":true,"runtimeDone":"success",
+//! "report":true,...}`.
 //!
 //! One task owns the state ([`Tracker`], plain data, tested on its own). Invocations may overlap
 //! (Managed Instances run several at once) and `platform.report` for one invocation arrives after
@@ -178,21 +179,23 @@ impl Tracker {
         match event.kind {
             Platform::InitStart(_) | Platform::RestoreStart(_) => self.cold_pending = true,
             Platform::Start(s) => {
+                let seen = self.open.get(&s.request_id).is_some_and(|i| i.start);
+                if seen {
+                    return; // a repeated start changes nothing
+                }
                 let cold = std::mem::take(&mut self.cold_pending);
                 let inv = self.entry(&s.request_id);
-                if !inv.start {
-                    inv.start = true;
-                    inv.start_time = event.time;
-                    inv.version = s.version;
-                    inv.tenant_id = s.tenant_id;
-                    inv.cold_start |= cold;
-                    if let Some(v) = s.tracing.and_then(|t| t.value) {
-                        inv.trace_id = Some(v);
-                    }
-                    self.stats.started += 1;
-                    if cold {
-                        self.stats.cold_starts += 1;
-                    }
+                inv.start = true;
+                inv.start_time = event.time;
+                inv.version = s.version;
+                inv.tenant_id = s.tenant_id;
+                inv.cold_start |= cold;
+                if let Some(v) = s.tracing.and_then(|t| t.value) {
+                    inv.trace_id = Some(v);
+                }
+                self.stats.started += 1;
+                if cold {
+                    self.stats.cold_starts += 1;
                 }
             }
             Platform::RuntimeDone(r) => {
@@ -240,8 +243,9 @@ impl Tracker {
                     && !inv.cold_start
                 {
                     inv.cold_start = true;
+                    self.stats.cold_starts += 1;
                     if !inv.start {
-                        self.stats.cold_starts += 1;
+                        // The init this report belongs to is used up.
                         self.cold_pending = false;
                     }
                 }
@@ -254,10 +258,11 @@ impl Tracker {
             }
             Platform::InitReport(r) => self.push_phase(phase("init", r)),
             Platform::RestoreReport(r) => self.push_phase(phase("restore", r)),
+            // Attached to an open invocation only: a fault never opens one (it could then wait
+            // for a report that already came).
             Platform::Fault(text) => {
-                if let Some(id) = fault_request_id(&text) {
-                    let id = id.to_string();
-                    let inv = self.entry(&id);
+                let open = fault_request_id(&text).and_then(|id| self.open.get_mut(id));
+                if let Some(inv) = open {
                     if inv.faults.len() < 4 {
                         inv.faults.push(text.chars().take(1_000).collect());
                     }
@@ -357,7 +362,7 @@ impl Tracker {
 
     fn close(&mut self, inv: Invocation) {
         if log::log_enabled!(log::Level::Debug) {
-            match serde_json::to_string(&inv) {
+            match serde_json::to_string(&LogView::of(&inv)) {
                 Ok(json) => log::debug!("invocation {json}"),
                 Err(e) => log::debug!("invocation {} (not encodable: {e})", inv.request_id),
             }
@@ -381,6 +386,60 @@ impl Tracker {
             self.phases.pop_front();
         }
         self.phases.push_back(phase);
+    }
+}
+
+/// The one-line view of a closed invocation in loupe's debug log: what arrived for it, and the
+/// headline numbers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogView<'a> {
+    request_id: &'a str,
+    start: bool,
+    cold_start: bool,
+    /// runtimeDone's status, `null` when none arrived.
+    runtime_done: Option<&'a str>,
+    report: bool,
+    evicted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    billed_duration_ms: Option<u64>,
+    #[serde(rename = "memorySizeMB", skip_serializing_if = "Option::is_none")]
+    memory_size_mb: Option<u64>,
+    #[serde(rename = "maxMemoryUsedMB", skip_serializing_if = "Option::is_none")]
+    max_memory_used_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+}
+
+impl<'a> LogView<'a> {
+    fn of(inv: &'a Invocation) -> LogView<'a> {
+        let rd = inv.runtime_done.as_ref();
+        let rp = inv.report.as_ref();
+        LogView {
+            request_id: &inv.request_id,
+            start: inv.start,
+            cold_start: inv.cold_start,
+            runtime_done: rd.map(|r| r.status.as_str()),
+            report: rp.is_some(),
+            evicted: inv.evicted,
+            error_type: rd
+                .and_then(|r| r.error_type.as_deref())
+                .or_else(|| rp.and_then(|r| r.error_type.as_deref())),
+            duration_ms: rp
+                .and_then(|r| r.duration_ms)
+                .or_else(|| rd.and_then(|r| r.duration_ms)),
+            billed_duration_ms: rp.and_then(|r| r.billed_duration_ms),
+            memory_size_mb: rp.and_then(|r| r.memory_size_mb),
+            max_memory_used_mb: rp.and_then(|r| r.max_memory_used_mb),
+            init_duration_ms: rp.and_then(|r| r.init_duration_ms),
+            trace_id: inv.trace_id.as_deref(),
+        }
     }
 }
 
@@ -793,6 +852,17 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_start_keeps_the_cold_start_for_the_next_one() {
+        let mut t = Tracker::default();
+        apply(&mut t, &[start("a"), start("a"), start("b")]);
+        t.finish();
+        let cold: Vec<bool> = t.drain().invocations.iter().map(|i| i.cold_start).collect();
+        assert_eq!(cold, [true, false]);
+        assert_eq!(t.stats().started, 2);
+        assert_eq!(t.stats().cold_starts, 1);
+    }
+
+    #[test]
     fn fault_lines_attach_to_their_request() {
         assert_eq!(
             fault_request_id("RequestId: abc-1 Process exited before completing request"),
@@ -810,6 +880,12 @@ mod tests {
         );
         let d = t.drain();
         assert_eq!(d.invocations[0].faults.len(), 1);
+        // A fault for an invocation already closed opens nothing.
+        apply(
+            &mut t,
+            &[r#"{"time":"t","type":"platform.fault","record":"RequestId: abc-1 late"}"#.into()],
+        );
+        assert_eq!(t.stats().open, 0);
     }
 
     #[tokio::test]

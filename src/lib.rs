@@ -10,6 +10,8 @@ pub mod aggregate;
 pub mod batch;
 /// The `loupe check` command.
 pub mod check;
+/// Calendar arithmetic on epoch times.
+pub mod clock;
 /// One typed `Config` from environment variables, read once.
 pub mod config;
 /// Metric lines: cheap pre-check, parse, validate, rejection reasons.

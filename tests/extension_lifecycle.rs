@@ -525,9 +525,10 @@ async fn happy_path_with_schema_2025_01_29() {
     assert_eq!(inv[0]["start"], true);
     assert_eq!(inv[0]["coldStart"], true);
     assert_eq!(inv[0]["traceId"], "Root=1-req-1");
-    assert_eq!(inv[0]["runtimeDone"]["status"], "success");
-    assert_eq!(inv[0]["report"]["billedDurationMs"], 102);
-    assert_eq!(inv[0]["report"]["maxMemoryUsedMB"], 60);
+    assert_eq!(inv[0]["runtimeDone"], "success");
+    assert_eq!(inv[0]["report"], true);
+    assert_eq!(inv[0]["billedDurationMs"], 102);
+    assert_eq!(inv[0]["maxMemoryUsedMB"], 60);
     assert_eq!(fake.shared.next_after_shutdown.load(Ordering::SeqCst), 0);
 }
 
@@ -605,7 +606,7 @@ async fn telemetry_refused_with_400_uses_the_logs_api() {
     let inv = invocations(&lines);
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0]["requestId"], "req-logs");
-    assert_eq!(inv[0]["report"]["initDurationMs"], 80.0);
+    assert_eq!(inv[0]["initDurationMs"], 80.0);
     assert_eq!(inv[0]["coldStart"], true);
 }
 
@@ -791,10 +792,10 @@ async fn listener_survives_bad_batches_and_keeps_good_events() {
     let by_id = |id: &str| inv.iter().find(|i| i["requestId"] == id).cloned();
     let g1 = by_id("good-1").expect("good-1 kept");
     assert_eq!(g1["start"], true);
-    assert_eq!(g1["report"]["durationMs"], 101.25);
+    assert_eq!(g1["durationMs"], 101.25);
     let g2 = by_id("good-2").expect("good-2 kept");
-    assert_eq!(g2["runtimeDone"]["status"], "brandNewStatus");
-    assert_eq!(g2["report"]["billedDurationMs"], 1);
+    assert_eq!(g2["runtimeDone"], "brandNewStatus");
+    assert_eq!(g2["billedDurationMs"], 1);
     assert!(by_id("bad").is_none());
 }
 
@@ -946,7 +947,7 @@ async fn a_report_arriving_during_shutdown_is_kept() {
     assert_eq!(s["tracker"]["unfinished"], 0);
     let inv = invocations(&lines);
     assert_eq!(inv.len(), 1);
-    assert_eq!(inv[0]["report"]["billedDurationMs"], 102);
+    assert_eq!(inv[0]["billedDurationMs"], 102);
     assert_eq!(inv[0]["evicted"], false);
 }
 
@@ -983,9 +984,10 @@ impl loupe::extension::Flusher for Recording {
             .map(|i| format!("{}:{}", i.request_id, i.report.is_some()))
             .collect();
         let functions = ctx.stats.snapshot().events.get("function").copied();
-        let _ = self
-            .0
-            .send(format!("at_shutdown {ids:?} functions={functions:?}"));
+        let function = ctx.registration.function_name.as_deref();
+        let _ = self.0.send(format!(
+            "at_shutdown {ids:?} functions={functions:?} function={function:?}"
+        ));
     }
 }
 
@@ -1023,8 +1025,34 @@ async fn flusher_is_called_after_runtime_done_and_at_shutdown() {
     let call = tokio::time::timeout(WAIT, calls.recv()).await.unwrap();
     assert_eq!(
         call.as_deref(),
-        Some("at_shutdown [\"seam-1:true\"] functions=Some(1)")
+        Some("at_shutdown [\"seam-1:true\"] functions=Some(1) function=Some(\"fake-fn\")")
     );
     let code = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
+}
+
+/// A 4xx from /event/next (the environment is gone) ends loupe at once, without retries.
+#[tokio::test]
+async fn refused_next_ends_loupe_at_once() {
+    let mut fake = Fake::start(Script::accept_telemetry()).await;
+    let loupe = spawn_loupe(&fake, &[]);
+    init_with_telemetry(&mut fake).await;
+    fake.shutdown("spindown", now_ms() + 10_000).await;
+    // loupe exits after SHUTDOWN; a second loupe sees /next refused from the start.
+    let (status, _) = loupe.exit(WAIT).await;
+    assert!(status.success());
+    let loupe = spawn_loupe(&fake, &[]);
+    fake.expect_register().await;
+    fake.expect_telemetry().await;
+    let (status, lines) = loupe.exit(WAIT).await;
+    assert!(status.success(), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN Lambda refuses event/next") && l.contains("403")),
+        "{lines:#?}"
+    );
+    let s = summary(&lines);
+    assert_eq!(s["nextErrors"], 1);
+    assert_eq!(fake.shared.next_after_shutdown.load(Ordering::SeqCst), 1);
 }

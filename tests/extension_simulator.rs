@@ -135,12 +135,9 @@ async fn loupe_follows_the_lifecycle_in_lambda_simulator() {
         let line = wait_line(&mut lines, &format!("invocation {{\"requestId\":\"{id}\"")).await;
         let inv: Value = serde_json::from_str(line.split_once("invocation ").unwrap().1).unwrap();
         assert_eq!(inv["start"], true);
-        assert_eq!(inv["runtimeDone"]["status"], "success");
-        assert!(
-            inv["report"]["billedDurationMs"].as_u64().is_some(),
-            "{inv}"
-        );
-        assert_eq!(inv["report"]["memorySizeMB"], 128);
+        assert_eq!(inv["runtimeDone"], "success");
+        assert!(inv["billedDurationMs"].as_u64().is_some(), "{inv}");
+        assert_eq!(inv["memorySizeMB"], 128);
         assert_eq!(inv["coldStart"], i == 0);
         ids.push(id);
     }

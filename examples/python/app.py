@@ -14,6 +14,7 @@ Payload fields that change the outcome:
 - `sleepMs`: sleep that long (past the function timeout gives status `timeout`).
 - `crash`: exit the process (status `failure`, Runtime.ExitError).
 - `logBytes`: print one line of that many characters (long log lines).
+- `logLines`: print that many short lines (a chatty function).
 """
 
 import logging
@@ -83,6 +84,10 @@ def handler(event, context, metrics):
     log_bytes = event.get("logBytes")
     if isinstance(log_bytes, int) and 0 < log_bytes <= 8 * 1024 * 1024:
         print("x" * log_bytes, flush=True)
+
+    log_lines = event.get("logLines")
+    if isinstance(log_lines, int) and 0 < log_lines <= 1_000_000:
+        print("\n".join(f"line {i}" for i in range(log_lines)), flush=True)
 
     sleep_ms = event.get("sleepMs")
     if isinstance(sleep_ms, (int, float)) and sleep_ms > 0:

@@ -54,6 +54,9 @@ use std::fmt;
 pub const MAX_SCALE: i32 = 5;
 /// The coarsest scale OTLP backends commonly accept; at -10 every f64 fits in three buckets.
 pub const MIN_SCALE: i32 = -10;
+/// The finest scale OTLP producers use (the SDKs' default maximum); [`Histogram::from_otlp`]
+/// accepts scales up to it.
+pub const FINEST_SCALE: i32 = 20;
 /// Counts held by one histogram, positive and negative ranges together.
 pub const MAX_BUCKETS: usize = 640;
 
@@ -64,6 +67,8 @@ pub enum HistogramError {
     NotFinite,
     #[error("statistic set is inconsistent (min > max, or a member is not finite)")]
     InvalidStats,
+    #[error("histogram fields are inconsistent: {0}")]
+    InvalidParts(&'static str),
     #[error("the observation count would overflow")]
     CountOverflow,
 }
@@ -445,6 +450,19 @@ impl Histogram {
             return;
         }
         let index = bucket_index(value.abs(), self.scale);
+        // Fast path: the bucket is inside the current range.
+        let side = if value > 0.0 {
+            &mut self.positive
+        } else {
+            &mut self.negative
+        };
+        if side
+            .range()
+            .is_some_and(|(lo, hi)| lo <= index && index <= hi)
+        {
+            side.add(index, n);
+            return;
+        }
         let (side, other) = if value > 0.0 {
             (&self.positive, &self.negative)
         } else {
@@ -470,6 +488,74 @@ impl Histogram {
         side.cover(index, index, limit);
         side.add(index, n);
         self.bound_capacity();
+    }
+
+    /// Rebuilds a histogram from the fields of an OTLP `ExponentialHistogramDataPoint` (e.g. as a
+    /// receiver decodes them), checking that they agree: the scale is in
+    /// `MIN_SCALE..=FINEST_SCALE`, the bucket counts and `zero_count` add up to `count`, and min
+    /// and max are finite with `min ≤ max` when `count > 0`. Zero counts at either end of a range
+    /// are trimmed, and a range wider than [`MAX_BUCKETS`] is downscaled to fit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_otlp(
+        scale: i32,
+        zero_count: u64,
+        positive: (i32, &[u64]),
+        negative: (i32, &[u64]),
+        count: u64,
+        sum: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<Histogram, HistogramError> {
+        if !(MIN_SCALE..=FINEST_SCALE).contains(&scale) {
+            return Err(HistogramError::InvalidParts("scale out of range"));
+        }
+        let mut total = zero_count;
+        let mut ranges = [Buckets::default(), Buckets::default()];
+        for (slot, (offset, counts)) in ranges.iter_mut().zip([positive, negative]) {
+            for &c in counts {
+                total = total
+                    .checked_add(c)
+                    .ok_or(HistogramError::InvalidParts("bucket counts overflow"))?;
+            }
+            let first = counts.iter().position(|&c| c != 0);
+            let last = counts.iter().rposition(|&c| c != 0);
+            if let (Some(first), Some(last)) = (first, last) {
+                // Every index the range covers must exist at this scale.
+                let (lo, hi) = (offset as i64 + first as i64, offset as i64 + last as i64);
+                let limit = |s: i32| (1076i64 << s.max(0)) >> (-s).max(0);
+                if lo < -limit(scale) - 1 || hi > limit(scale) {
+                    return Err(HistogramError::InvalidParts("bucket index out of range"));
+                }
+                *slot = Buckets {
+                    offset: lo as i32,
+                    counts: counts[first..=last].to_vec(),
+                };
+            }
+        }
+        if total != count {
+            return Err(HistogramError::InvalidParts(
+                "bucket counts do not add up to count",
+            ));
+        }
+        if count > 0 && !(min.is_finite() && max.is_finite() && min <= max && sum.is_finite()) {
+            return Err(HistogramError::InvalidParts("min, max or sum"));
+        }
+        let [positive, negative] = ranges;
+        let mut h = Histogram {
+            scale,
+            count,
+            sum: if count > 0 { sum } else { 0.0 },
+            min: if count > 0 { min } else { f64::INFINITY },
+            max: if count > 0 { max } else { f64::NEG_INFINITY },
+            zero_count,
+            positive,
+            negative,
+        };
+        let by = needed_downscale(h.positive.range(), h.negative.range(), h.scale);
+        h.downscale_to(h.scale - by);
+        h.positive.counts.shrink_to_fit();
+        h.negative.counts.shrink_to_fit();
+        Ok(h)
     }
 
     fn downscale_to(&mut self, scale: i32) {
@@ -517,7 +603,9 @@ fn sum_before(b: &Buckets, end: i32) -> u64 {
 }
 
 /// The index of the bucket holding the magnitude `v` (positive and finite) at `scale`.
+/// `scale` is clamped to `MIN_SCALE..=FINEST_SCALE`, where every index fits in an `i32`.
 pub fn bucket_index(v: f64, scale: i32) -> i32 {
+    let scale = scale.clamp(MIN_SCALE, FINEST_SCALE);
     let bits = v.to_bits();
     let exponent_bits = ((bits >> 52) & 0x7ff) as i32;
     let mantissa = bits & ((1u64 << 52) - 1);
@@ -781,6 +869,98 @@ mod tests {
         assert!(e.is_empty());
         e.merge(&b).unwrap();
         assert_eq!(e, b);
+    }
+
+    #[test]
+    fn otlp_fields_round_trip_and_are_checked() {
+        let h = hist(&[0.0, 1.5, 3.0, 1e3, -2.0, -7.5]);
+        let back = Histogram::from_otlp(
+            h.scale(),
+            h.zero_count(),
+            (h.positive().offset(), h.positive().counts()),
+            (h.negative().offset(), h.negative().counts()),
+            h.count(),
+            h.sum(),
+            h.min().unwrap(),
+            h.max().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back, h);
+        // Zero padding is trimmed; a fine scale is kept while it fits.
+        let fine = Histogram::from_otlp(20, 0, (100, &[0, 2, 0, 1, 0]), (0, &[]), 3, 3.0, 1.0, 1.0)
+            .unwrap();
+        assert_eq!(fine.scale(), 20);
+        assert_eq!(fine.positive().offset(), 101);
+        assert_eq!(fine.positive().counts(), &[2, 0, 1]);
+        // A range wider than MAX_BUCKETS is downscaled.
+        let mut wide = vec![0u64; 5000];
+        wide[0] = 1;
+        wide[4999] = 1;
+        let w = Histogram::from_otlp(10, 0, (0, &wide), (0, &[]), 2, 3.0, 1.0, 2.0).unwrap();
+        assert!(w.scale() < 10);
+        assert_eq!(w.positive().total(), 2);
+        assert!(w.positive().counts().len() <= MAX_BUCKETS);
+        let bad = |r: Result<Histogram, HistogramError>| assert!(r.is_err());
+        bad(Histogram::from_otlp(
+            21,
+            0,
+            (0, &[]),
+            (0, &[]),
+            0,
+            0.0,
+            0.0,
+            0.0,
+        ));
+        bad(Histogram::from_otlp(
+            0,
+            1,
+            (0, &[1]),
+            (0, &[]),
+            3,
+            0.0,
+            0.0,
+            1.0,
+        ));
+        bad(Histogram::from_otlp(
+            0,
+            0,
+            (0, &[u64::MAX, 1]),
+            (0, &[]),
+            0,
+            0.0,
+            0.0,
+            1.0,
+        ));
+        bad(Histogram::from_otlp(
+            0,
+            0,
+            (i32::MAX, &[1]),
+            (0, &[]),
+            1,
+            0.0,
+            0.0,
+            1.0,
+        ));
+        bad(Histogram::from_otlp(
+            0,
+            0,
+            (0, &[1]),
+            (0, &[]),
+            1,
+            0.0,
+            2.0,
+            1.0,
+        ));
+        bad(Histogram::from_otlp(
+            0,
+            0,
+            (0, &[1]),
+            (0, &[]),
+            1,
+            f64::NAN,
+            1.0,
+            1.0,
+        ));
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   one observation at `min`, one at `max` and the other `count − 2` at their mean (see
 //!   [`Histogram::record_stats`]), since the individual values are unknown.
 //!
+//! The EMF timestamp is not part of a series: a series holds everything recorded since the last
+//! drain, and the caller's flush decides the time window it stands for.
+//!
 //! A point whose samples would overflow the series' count, or hold a non-finite value or an
 //! inconsistent statistic set, is refused whole and counted in [`Refused::invalid_samples`].
 //!
@@ -29,8 +32,8 @@ mod histogram;
 mod series;
 
 pub use histogram::{
-    Buckets, Histogram, HistogramError, MAX_BUCKETS, MAX_SCALE, MIN_SCALE, bucket_index,
-    lower_boundary,
+    Buckets, FINEST_SCALE, Histogram, HistogramError, MAX_BUCKETS, MAX_SCALE, MIN_SCALE,
+    bucket_index, lower_boundary,
 };
 pub use series::{Series, SeriesKey};
 

@@ -256,34 +256,28 @@ impl SeriesMap {
         make_key: impl FnOnce() -> SeriesKey,
     ) -> Result<&mut Histogram, Full> {
         let hash = parts.hash_with(&self.hasher);
-        // Two lookups on the miss path keep the borrow checker happy on the hit path; a miss
-        // allocates a key anyway.
-        if self.table.find(hash, |e| parts.matches(&e.key)).is_none() {
-            if self.table.len() >= self.max_series {
-                return Err(Full::Series);
-            }
-            let key = make_key();
-            let bytes = key.heap_bytes();
-            if self.key_bytes.saturating_add(bytes) > self.max_key_bytes {
-                return Err(Full::KeyBytes);
-            }
-            self.key_bytes += bytes;
-            let entry = Entry {
-                hash,
-                key,
-                histogram: Histogram::new(),
-            };
-            return Ok(&mut self
-                .table
-                .insert_unique(hash, entry, |e| e.hash)
-                .into_mut()
-                .histogram);
+        let table = match self.table.find_entry(hash, |e| parts.matches(&e.key)) {
+            Ok(found) => return Ok(&mut found.into_mut().histogram),
+            Err(absent) => absent.into_table(),
+        };
+        if table.len() >= self.max_series {
+            return Err(Full::Series);
         }
-        self.table
-            .find_mut(hash, |e| parts.matches(&e.key))
-            .map(|e| &mut e.histogram)
-            // Found just above; nothing changed the table since.
-            .ok_or(Full::Series)
+        let key = make_key();
+        let bytes = key.heap_bytes();
+        if self.key_bytes.saturating_add(bytes) > self.max_key_bytes {
+            return Err(Full::KeyBytes);
+        }
+        self.key_bytes += bytes;
+        let entry = Entry {
+            hash,
+            key,
+            histogram: Histogram::new(),
+        };
+        Ok(&mut table
+            .insert_unique(hash, entry, |e| e.hash)
+            .into_mut()
+            .histogram)
     }
 
     /// The histogram of an owned key, creating the series when there is room.

@@ -511,15 +511,29 @@ fn flat_array(json: &str) -> Option<Target> {
         return Some(Target::TooManyValues);
     }
     let mut values = Vec::with_capacity(count);
-    for item in inner.split(',') {
-        let item = item.trim_matches(|c: char| c.is_ascii() && is_ws(c as u8));
-        if !matches!(item.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+    let mut rest = bytes;
+    loop {
+        // Each element: optional whitespace, one scalar, optional whitespace, `,` or the end.
+        let start = rest.iter().position(|&b| !is_ws(b)).unwrap_or(rest.len());
+        rest = &rest[start..];
+        let len = rest
+            .iter()
+            .position(|&b| is_ws(b) || b == b',')
+            .unwrap_or(rest.len());
+        let (item, tail) = rest.split_at(len);
+        if !matches!(item.first(), Some(b'-' | b'0'..=b'9')) {
             // `true`, `false` or `null` inside an array.
             return Some(Target::NotNumeric);
         }
-        match item.parse::<f64>() {
-            Ok(v) if valid_metric_value(v) => values.push(v),
+        // The element is ASCII (a JSON number), so this cannot fail; refuse it if it did.
+        let v = std::str::from_utf8(item).ok()?.parse::<f64>().ok();
+        match v {
+            Some(v) if valid_metric_value(v) => values.push(v),
             _ => return Some(Target::NotNumeric),
+        }
+        match memchr::memchr(b',', tail) {
+            Some(comma) => rest = &tail[comma + 1..],
+            None => break,
         }
     }
     Some(Target::Samples(Samples::Values(values)))

@@ -10,10 +10,15 @@
 //! The rules are the staged rule set of the EMF research note (section 5), with these choices:
 //!
 //! * **Cost.** A line with neither `_aws` nor `CloudWatchMetrics` in it is a log line after two
-//!   SIMD substring searches and no JSON work. An EMF line is read in one pass that splits the
-//!   root into members, decodes `_aws` into a small borrowed tree and leaves every other member
-//!   as raw text; only the metric targets and dimension values a directive names are decoded
-//!   afterwards, and the remaining members once more as [`EmfLine::properties`].
+//!   SIMD substring searches and no JSON work. An EMF line is read in one pass by a validating
+//!   scanner (`scan`: the JSON grammar as serde_json reads it, its nesting limit included) that
+//!   splits the root into members, decodes `_aws` into small typed structs and leaves every
+//!   other member as a borrowed slice of raw text; only the metric targets and dimension values
+//!   a directive names are decoded afterwards, and the remaining members once more as
+//!   [`EmfLine::properties`]. A record that is already a parsed object (JSON log format) goes
+//!   through the same rules via serde.
+//! * **The filter looks for the literal bytes** `_aws`: a text line whose `_aws` key is written
+//!   with escapes (`"_\u0061ws"`) is a log line. A parsed object has no such blind spot.
 //! * **EMF inside the Lambda JSON envelope** (`{"timestamp","level","message":<EMF>}`, as a
 //!   string or an object): CloudWatch extracts nothing from it. loupe extracts the metrics and
 //!   adds the warning `emf_inside_lambda_json_envelope` (family "parsing": CloudWatch would count

@@ -352,7 +352,7 @@ fn extract<'a>(
     let mut points: Vec<DataPoint<'a>> = Vec::with_capacity(4);
 
     for (namespace, sets, defs) in directives.iter().filter_map(parts) {
-        let dims = resolve_sets(root, sets, &mut found, opts);
+        let mut dims = resolve_sets(root, sets, &mut found, opts);
         let repeats = repeat_flags(defs);
         for (i, m) in defs.iter().enumerate() {
             let Field::Ok(metric_name) = &m.name else {
@@ -411,13 +411,16 @@ fn extract<'a>(
                 found.add(Reason::TooManyDataPoints);
                 return Verdict::Rejected(found.0);
             }
+            // The directive's last definition takes the dimension lists instead of copying.
+            let last = i + 1 == defs.len();
             push_points(
                 &mut points,
                 namespace,
                 metric_name,
                 unit,
                 resolution,
-                &dims,
+                &mut dims,
+                last,
                 samples,
             );
         }
@@ -475,21 +478,24 @@ impl Repeats {
     }
 }
 
-/// One data point per dimension set; the samples are moved into the last one.
+/// One data point per dimension set; the samples are moved into the last one, and the
+/// dimension lists too when `take_dims` (no later metric needs them).
 // `&Cow` on purpose: cloning it keeps a borrowed string borrowed.
-#[allow(clippy::ptr_arg)]
+#[allow(clippy::ptr_arg, clippy::too_many_arguments)]
 fn push_points<'a>(
     points: &mut Vec<DataPoint<'a>>,
     namespace: &Cow<'a, str>,
     name: &Cow<'a, str>,
     unit: Unit,
     storage_resolution: u32,
-    dims: &[Vec<(Cow<'a, str>, Cow<'a, str>)>],
+    dims: &mut [Dims<'a>],
+    take_dims: bool,
     samples: Samples,
 ) {
     let mut samples = Some(samples);
-    for (i, set) in dims.iter().enumerate() {
-        let s = if i + 1 == dims.len() {
+    let n = dims.len();
+    for (i, set) in dims.iter_mut().enumerate() {
+        let s = if i + 1 == n {
             samples.take()
         } else {
             samples.clone()
@@ -500,7 +506,11 @@ fn push_points<'a>(
             name: name.clone(),
             unit,
             storage_resolution,
-            dimensions: set.clone(),
+            dimensions: if take_dims {
+                std::mem::take(set)
+            } else {
+                set.clone()
+            },
             samples,
         });
     }

@@ -155,19 +155,45 @@ impl<'a> Cursor<'a> {
         self.eat(b'"')?;
         let mut escaped = false;
         loop {
-            let rest = self.bytes.get(self.pos..).ok_or(NotJson)?;
-            let i = memchr::memchr2(b'"', b'\\', rest).ok_or(NotJson)?;
-            if rest[..i].iter().any(|&b| b < 0x20) {
-                return Err(NotJson);
+            self.skip_plain();
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok((start, escaped));
+                }
+                // A backslash: skip it and the escaped byte; serde_json checks the escape later.
+                Some(b'\\') => {
+                    escaped = true;
+                    self.pos += 2;
+                }
+                Some(0..=0x1f) | None => return Err(NotJson),
+                Some(_) => self.pos += 1,
             }
-            self.pos += i;
-            if rest[i] == b'"' {
-                self.pos += 1;
-                return Ok((start, escaped));
+        }
+    }
+
+    /// Advance over string bytes that are neither `"`, `\\` nor control characters, eight at
+    /// a time (a word-wide test; the lowest flagged byte is exact).
+    #[inline]
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+            let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+                return;
+            };
+            let x = u64::from_le_bytes(word);
+            let quote = x ^ (ONES * u64::from(b'"'));
+            let slash = x ^ (ONES * u64::from(b'\\'));
+            let special = (quote.wrapping_sub(ONES) & !quote)
+                | (slash.wrapping_sub(ONES) & !slash)
+                | (x.wrapping_sub(ONES * 0x20) & !x);
+            let special = special & HIGH;
+            if special != 0 {
+                self.pos += (special.trailing_zeros() / 8) as usize;
+                return;
             }
-            // A backslash: skip it and the escaped byte; serde_json checks the escape later.
-            escaped = true;
-            self.pos += 2;
+            self.pos += 8;
         }
     }
 

@@ -77,18 +77,8 @@ fn parse_http_date(v: &str) -> Option<u64> {
     if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 || !(1970..=9999).contains(&year) {
         return None;
     }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
-}
-
-/// Days from 1970-01-01 to the given date (proleptic Gregorian), for years ≥ 1970.
-fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let days = crate::clock::days_from_civil(year as i64, month, day as u32);
+    Some(days as u64 * 86_400 + h * 3600 + m * 60 + s)
 }
 
 /// Exponential backoff with full jitter: attempt n waits a uniform time in [0, min(max, base·2^n)].
@@ -232,13 +222,6 @@ mod tests {
         for bad in ["", "-1", "soon", "Wed, 32 Oct 2015 07:28:00 GMT", "1.5"] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn civil_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 25), 20_782);
     }
 
     #[test]

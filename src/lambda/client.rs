@@ -19,8 +19,9 @@ const ACCEPT_FEATURE: &str = "Lambda-Extension-Accept-Feature";
 
 /// Cap on any answer body from the Extensions API (events are a few hundred bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Bound on calls that should answer at once (everything but `/event/next`).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on calls that should answer at once (everything but `/event/next`): the API is local,
+/// and init's 10 s budget is shared with the function.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -39,6 +40,14 @@ pub enum ApiError {
         call: &'static str,
         source: serde_json::Error,
     },
+}
+
+impl ApiError {
+    /// Lambda refused the call itself (a 4xx: unknown identifier, invalid state after the
+    /// environment shut down, ...): asking again cannot succeed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if status.is_client_error())
+    }
 }
 
 /// The events an extension can ask for.

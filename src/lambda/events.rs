@@ -73,6 +73,12 @@ pub struct LogLine {
     pub record: LogRecord,
     /// Size of the record as it arrived (JSON text), for queue accounting.
     pub size: usize,
+    /// The invocation this line most likely belongs to: the latest `platform.start` the listener
+    /// decoded before it (set by the listener, not by decoding). On Managed Instances, where
+    /// invocations overlap, only the record's own request id is trustworthy.
+    pub request_id: Option<String>,
+    /// That start's X-Ray trace header value.
+    pub trace: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -494,7 +500,8 @@ pub fn decode_batch(body: &[u8], stats: &Stats) -> Vec<Event> {
 /// Decodes one event; returns its type, the event and how many unknown fields it carried.
 pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeError> {
     let env: Envelope<'_> = serde_json::from_str(raw.get()).map_err(DecodeError::Envelope)?;
-    let ty = EventType::from_name(&env.kind).ok_or(DecodeError::UnknownType(env.kind.clone()))?;
+    let ty = EventType::from_name(&env.kind)
+        .ok_or_else(|| DecodeError::UnknownType(env.kind.chars().take(100).collect()))?;
     let record = env.record.ok_or(DecodeError::NoRecord { kind: env.kind })?;
     let time = env.time;
     let err = |source| DecodeError::Record {
@@ -538,6 +545,8 @@ pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeErr
                     source,
                     record,
                     size: bytes,
+                    request_id: None,
+                    trace: None,
                 }),
                 extra,
             ));
@@ -866,6 +875,8 @@ mod tests {
                 source: LogSource::Function,
                 record: LogRecord::Text("2024-05-01T12:00:00.122Z\tabc\tINFO\thello\n".into()),
                 size: 46,
+                request_id: None,
+                trace: None,
             })]
         );
         let (events, _) = one(
@@ -885,6 +896,40 @@ mod tests {
             panic!("{events:?}")
         };
         assert_eq!(line.source, LogSource::Extension);
+    }
+
+    /// The shared fixture of `function` record shapes: strings in Text format, objects in JSON
+    /// format; each line carries an extra `_shape` note, an unknown envelope field.
+    #[test]
+    fn function_record_shapes_fixture() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/emf/telemetry-api-shapes.SYNTHETIC.jsonl"
+        );
+        let text = std::fs::read_to_string(path).expect("fixture readable");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let body = format!("[{}]", lines.join(","));
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        assert_eq!(events.len(), lines.len());
+        let shapes: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                Event::Log(LogLine {
+                    record: LogRecord::Text(_),
+                    ..
+                }) => "text",
+                Event::Log(LogLine {
+                    record: LogRecord::Json(_),
+                    ..
+                }) => "json",
+                Event::Platform(_) => "platform",
+            })
+            .collect();
+        assert_eq!(shapes, ["text", "text", "text", "json", "json", "json"]);
+        let s = stats.snapshot();
+        assert_eq!(s.unknown_fields, lines.len() as u64);
+        assert_eq!(s.malformed_events, 0);
     }
 
     #[test]

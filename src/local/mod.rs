@@ -2,15 +2,17 @@
 //! Telemetry and Logs APIs on 127.0.0.1, runs a runtime command and every extension beside it,
 //! and reports what happened. Used by the demo and the tests; never part of the layer.
 //!
-//! In: command-line options (see [`crate::local::args::USAGE`]). Out: a summary on stdout, the processes'
-//! output on stderr (prefixed), and with `--report FILE` a JSON report ([`crate::local::report::RunReport`]).
+//! In: command-line options (see [`crate::local::args::USAGE`]). Out: a summary on stdout, the
+//! processes' output on stderr (prefixed), and with `--report FILE` a JSON report
+//! ([`crate::local::report::RunReport`]).
 //!
 //! # What it does like Lambda
 //! - Init: every executable file directly in `--extensions-dir` starts at once (at most 10) and
 //!   must register (name = file name) before the runtime starts; init ends when the runtime and
-//!   every registered extension have called `/next`. Budget 10 s (130 s on Managed Instances),
-//!   also for an init retried at invoke, where Lambda would use the function timeout. Registration, Telemetry and Logs
-//!   subscriptions are refused after init (403 `Extension.RegistrationClosed`,
+//!   every registered extension have called `/next`. Budget 10 s (130 s on Managed Instances;
+//!   `--init-timeout` changes it), also for an init retried at invoke, where Lambda would use the
+//!   function timeout. Registration, Telemetry and Logs subscriptions are refused after init
+//!   (403 `Extension.RegistrationClosed`,
 //!   `Telemetry.SubscriptionClosed`). Records emitted during init are replayed to a subscriber
 //!   that subscribes later in init.
 //! - Invoke: `platform.start`, then the event goes to the runtime's `/next` and INVOKE to every
@@ -20,7 +22,7 @@
 //!   `/next`, so it is delivered after the next thaw or before SHUTDOWN. Report `durationMs` runs
 //!   from the invoke to the last extension's `/next` (runtime time plus `extensionOverhead`),
 //!   `billedDurationMs` is its ceiling, and `maxMemoryUsedMB` is the sum of the peak RSS (VmHWM,
-//!   from /proc) of the runtime and extension processes (their group leaders).
+//!   from /proc) of every process in the runtime's and the extensions' process groups.
 //! - Freeze: when everything waits in `/next`, deliveries in flight are given up to 1 s to finish,
 //!   then the runtime's and extensions' process groups get SIGSTOP; SIGCONT before the next event.
 //!   No delivery starts while frozen.
@@ -36,9 +38,9 @@
 //! - Shutdown (reason `spindown` after the last invocation): SIGTERM to the runtime, which gets
 //!   300 ms of the 2000 ms window, then SIGKILL; buffered telemetry is delivered; SHUTDOWN goes to
 //!   every extension registered for it (others are killed at once, except one that reported an
-//!   error, which is given the window to exit), with `deadlineMs` = start of
-//!   shutdown + 2000 ms; SIGKILL at the deadline. Exit codes and time from SHUTDOWN to exit go to
-//!   the report.
+//!   error, which is given the window to exit), with `deadlineMs` = start of shutdown + 2000 ms;
+//!   SIGKILL at the deadline. Exit codes and time from SHUTDOWN to exit go to the report. The
+//!   delivery of buffered telemetry may hold SHUTDOWN back by at most 500 ms.
 //! - Logs: each line the runtime writes to stdout/stderr is a `function` record, each line of an
 //!   extension an `extension` record (also echoed to stderr as `[name] line` unless `--quiet`;
 //!   extension stderr lines are kept in the report, bounded). Lines longer than 256 KiB are split
@@ -50,12 +52,14 @@
 //!   subscriber's buffer holds 4 x maxItems records and 4 x maxBytes bytes; overflow is dropped and
 //!   counted. A batch refused (non-2xx, refused connection, no answer in 5 s) is tried 3 times
 //!   (backoff 50 ms, 200 ms), then dropped and counted; the subscriber hears of every drop with
-//!   `platform.logsDropped` in its next batch.
+//!   `platform.logsDropped` in its next batch. Nothing is sent to an extension that has exited;
+//!   records still buffered when the environment ends are counted as dropped in the report.
 //! - Managed Instances (`--managed-instances`): `AWS_LAMBDA_INITIALIZATION_TYPE=
 //!   lambda-managed-instances`, INVOKE registration refused (403 `Extension.InvalidEventType`),
 //!   Logs API refused (202 `Logs.NotSupported`), Telemetry schema 2025-01-29 only, no
 //!   runtimeDone, report with `durationMs` only (spans responseLatency / responseDuration), JSON
-//!   log format, no freeze. Invocations run one at a time (concurrency 1).
+//!   log format, no freeze. Invocations run one at a time (concurrency 1;
+//!   `AWS_LAMBDA_MAX_CONCURRENCY=1` is set, so the Python runtime client runs one worker).
 //!
 //! # Where it differs
 //! - No internal extensions: a register call whose name matches no started extension is refused

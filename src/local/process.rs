@@ -215,6 +215,44 @@ fn parse_state(stat: &str) -> Option<char> {
     after.trim_start().chars().next()
 }
 
+/// Sum of the peak resident memory (VmHWM, KiB) of every live process in each of the process
+/// groups `pgids`, from one scan of /proc. Groups with no live process are absent.
+pub fn group_peak_rss_kib(pgids: &[u32]) -> Vec<(u32, u64)> {
+    let mut out: Vec<(u32, u64)> = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(pgrp) = parse_pgrp(&stat).filter(|g| pgids.contains(g)) else {
+            continue;
+        };
+        let Some(kib) = peak_rss_kib(pid) else {
+            continue;
+        };
+        match out.iter_mut().find(|(g, _)| *g == pgrp) {
+            Some((_, sum)) => *sum += kib,
+            None => out.push((pgrp, kib)),
+        }
+    }
+    out
+}
+
+/// The process group id: the third field after the `(comm)` field of /proc/PID/stat.
+fn parse_pgrp(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Peak resident memory (VmHWM) of a process in KiB, from /proc; `None` once it is gone.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -283,6 +321,19 @@ mod tests {
         assert_eq!(parse_state("42 (python3) S 1 2"), Some('S'));
         assert_eq!(parse_state("garbage"), None);
         assert_eq!(is_stopped(std::process::id()), Some(false));
+    }
+
+    #[test]
+    fn reads_process_groups() {
+        assert_eq!(parse_pgrp("42 (a) b) S 1 77 77 0"), Some(77));
+        assert_eq!(parse_pgrp("42 (a) S"), None);
+        // SAFETY: getpgrp(2) has no preconditions.
+        let me = unsafe { libc::getpgrp() } as u32;
+        let groups = group_peak_rss_kib(&[me]);
+        assert!(
+            groups.iter().any(|(g, kib)| *g == me && *kib > 0),
+            "{groups:?}"
+        );
     }
 
     #[test]

@@ -291,6 +291,17 @@ impl Subscriber {
         })
     }
 
+    /// Counts everything still queued as dropped and empties the queue (the environment ends).
+    pub fn abandon(&mut self) {
+        let records = self.queue.len() as u64;
+        let bytes = self.queued_bytes as u64;
+        self.queue.clear();
+        self.queued_bytes = 0;
+        if records > 0 {
+            self.lose(records, bytes);
+        }
+    }
+
     /// Records the outcome of the batch in flight.
     pub fn finished(&mut self, records: u64, bytes: u64, ok: bool) {
         self.in_flight = false;
@@ -496,6 +507,20 @@ mod tests {
         s.finished(b.records, b.body.len() as u64, false);
         assert_eq!(s.counters.failed_batches, 1);
         assert_eq!(s.counters.dropped_records, 1001);
+    }
+
+    #[test]
+    fn abandoned_records_are_counted() {
+        let mut s = sub(1000, 25);
+        s.offer(&line("a"), Instant::now());
+        s.offer(&line("b"), Instant::now());
+        s.abandon();
+        assert_eq!(s.counters.dropped_records, 2);
+        assert!(s.counters.dropped_bytes > 0);
+        assert!(
+            s.take_batch(0).is_some_and(|b| b.records == 1),
+            "only the notice is left"
+        );
     }
 
     #[test]

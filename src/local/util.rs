@@ -1,4 +1,4 @@
-//! Small pure helpers for loupe-local: wall-clock formatting, request ids, trace ids.
+//! Small pure functions for loupe-local: wall-clock formatting, request ids, trace ids.
 //!
 //! In: the system clock and a process-wide counter. Out: strings in the forms Lambda uses
 //! (ISO-8601 UTC with milliseconds, UUID v4 text, X-Ray trace headers). No I/O.

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::{
     Env, ExtProc, FREEZE_DRAIN, INIT_BUDGET, Invocation, MANAGED_INIT_BUDGET, MAX_EXTENSIONS,
-    Owner, RUNTIME_ONLY, RUNTIME_SHUTDOWN_SHARE, RuntimeProc, SHUTDOWN_WINDOW, STOP_CHECK, Sandbox,
-    seconds_ms,
+    Owner, PRE_SHUTDOWN_FLUSH, RUNTIME_ONLY, RUNTIME_SHUTDOWN_SHARE, RuntimeProc, SHUTDOWN_WINDOW,
+    STOP_CHECK, Sandbox, seconds_ms,
 };
 use crate::local::api::Reply;
 use crate::local::process;
@@ -141,16 +141,20 @@ impl Sandbox {
         v
     }
 
+    /// Peak memory of the runtime's and extensions' process groups, in MB (rounded up). A group
+    /// keeps the highest sum seen, so a process that has exited still counts.
     pub(super) fn sample_memory(&mut self) -> u64 {
+        let mut pgids: Vec<u32> = self.env.extensions.iter().map(|e| e.pid).collect();
+        if let Some(r) = &self.env.runtime {
+            pgids.push(r.pid);
+        }
+        let seen = process::group_peak_rss_kib(&pgids);
+        let of = |pid: u32| seen.iter().find(|(g, _)| *g == pid).map_or(0, |(_, k)| *k);
         if let Some(r) = &mut self.env.runtime {
-            if let Some(k) = process::peak_rss_kib(r.pid) {
-                r.last_rss_kib = k;
-            }
+            r.last_rss_kib = r.last_rss_kib.max(of(r.pid));
         }
         for e in &mut self.env.extensions {
-            if let Some(k) = process::peak_rss_kib(e.pid) {
-                e.last_rss_kib = k;
-            }
+            e.last_rss_kib = e.last_rss_kib.max(of(e.pid));
         }
         let total: u64 = self.env.runtime.as_ref().map_or(0, |r| r.last_rss_kib)
             + self
@@ -250,6 +254,7 @@ impl Sandbox {
         match result {
             Ok(()) => {
                 self.env.init_duration_ms = Some(duration_ms);
+                self.sample_memory();
                 self.freeze().await;
                 Ok(())
             }
@@ -424,7 +429,6 @@ impl Sandbox {
         } else {
             None
         };
-        let memory = self.sample_memory();
         let Some(inv) = self.env.invocation.take() else {
             return;
         };
@@ -476,6 +480,8 @@ impl Sandbox {
                 outcome = Some((Status::Failure, "Extension.Crash".into()));
             }
         }
+        // After the waits, so the /proc scan never delays a timestamp.
+        let memory = self.sample_memory();
         let end = match &outcome {
             Some(_) => Instant::now(),
             None => self
@@ -592,15 +598,11 @@ impl Sandbox {
                 }
             }
         }
-        // Deliver what is buffered (the last report among it) before SHUTDOWN.
+        // Deliver what is buffered (the last report among it) before SHUTDOWN; bounded, so an
+        // extension that keeps logging or a failing subscriber cannot eat the whole window.
         self.env.force_flush = true;
-        self.wait_until(Some(deadline), |s| {
-            s.env
-                .subscribers
-                .iter()
-                .all(|(_, x)| x.is_empty() && !x.in_flight)
-        })
-        .await;
+        let flushed = (Instant::now() + PRE_SHUTDOWN_FLUSH).min(deadline);
+        self.wait_until(Some(flushed), |s| s.delivered_all()).await;
         let event =
             json!({"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms});
         for i in 0..self.env.extensions.len() {
@@ -629,17 +631,23 @@ impl Sandbox {
         for pid in self.pids() {
             process::signal_group(pid, libc::SIGKILL);
         }
-        // Collect the exits of what was killed (bounded: SIGKILL is not ignorable).
+        // Collect the exits of what was killed (bounded: SIGKILL is not ignorable), and the outcome
+        // of deliveries still in flight (their listener is gone, so they fail fast), so that the
+        // counters are final. Nothing new is dispatched to subscribers of a dead environment.
+        self.env.force_flush = false;
         let grace = Some(Instant::now() + Duration::from_secs(2));
         self.wait_until(grace, |s| {
             s.env.extensions.iter().all(|e| e.exited.is_some())
                 && s.env.runtime.as_ref().is_none_or(|r| r.exited.is_some())
+                && s.env.subscribers.iter().all(|(_, x)| !x.in_flight)
         })
         .await;
         if let Some(r) = &self.env.runtime {
             process::signal_group(r.pid, libc::SIGKILL);
         }
-        for (key, s) in std::mem::take(&mut self.env.subscribers) {
+        for (key, mut s) in std::mem::take(&mut self.env.subscribers) {
+            // What was never delivered is lost with the environment: count it.
+            s.abandon();
             self.report.counters.push(CounterEntry {
                 extension: s.extension.clone(),
                 api: s.sub.api,

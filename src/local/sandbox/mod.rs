@@ -1,4 +1,4 @@
-//! The execution environment: one task that owns every piece of state and drives the Lambda
+//! The execution environment: one owner of every piece of state, driving the Lambda
 //! lifecycle (init, invocations, freeze/thaw, timeout and crash resets, shutdown).
 //!
 //! In: API calls from [`super::api`], output lines and exits from [`super::process`], delivery
@@ -36,12 +36,14 @@ pub const MANAGED_INIT_BUDGET: Duration = Duration::from_secs(130);
 /// The whole shutdown window with external extensions, and the runtime's share of it.
 pub const SHUTDOWN_WINDOW: Duration = Duration::from_millis(2000);
 pub const RUNTIME_SHUTDOWN_SHARE: Duration = Duration::from_millis(300);
+/// The most the delivery of buffered telemetry may delay SHUTDOWN.
+pub const PRE_SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 /// Records kept during init for subscribers that subscribe later in init.
 const MAX_REPLAY: usize = 2000;
 /// How long in-flight deliveries may delay a freeze.
 const FREEZE_DRAIN: Duration = Duration::from_secs(1);
 /// How long a SIGSTOP may take to show in /proc.
-const STOP_CHECK: Duration = Duration::from_millis(500);
+const STOP_CHECK: Duration = Duration::from_secs(2);
 
 /// Variables Lambda gives the runtime but not extensions.
 const RUNTIME_ONLY: [&str; 6] = [
@@ -360,7 +362,7 @@ impl Sandbox {
 
     // ----- the pump -----
 
-    /// Starts every due delivery (never while frozen).
+    /// Starts every due delivery (never while frozen, never to an extension that has exited).
     fn dispatch(&mut self) {
         if self.env.frozen {
             return;
@@ -368,8 +370,13 @@ impl Sandbox {
         let now = Instant::now();
         let now_ms = util::epoch_ms();
         let force = self.env.force_flush;
+        let extensions = &self.env.extensions;
         for (key, s) in &mut self.env.subscribers {
-            if !s.due(now, force) {
+            // Nothing more goes to an extension that has exited.
+            let exited = extensions
+                .iter()
+                .any(|e| e.name == s.extension && e.exited.is_some());
+            if exited || !s.due(now, force) {
                 continue;
             }
             if let Some(batch) = s.take_batch(now_ms) {
@@ -389,6 +396,19 @@ impl Sandbox {
                 });
             }
         }
+    }
+
+    /// Every subscriber has nothing left to deliver (or its extension has exited).
+    fn delivered_all(&self) -> bool {
+        self.env.subscribers.iter().all(|(_, x)| {
+            !x.in_flight
+                && (x.is_empty()
+                    || self
+                        .env
+                        .extensions
+                        .iter()
+                        .any(|e| e.name == x.extension && e.exited.is_some()))
+        })
     }
 
     fn next_wake(&self) -> Option<Instant> {

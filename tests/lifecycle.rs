@@ -143,10 +143,10 @@ impl Run {
 
 /// The JSON after `marker` on loupe's lines.
 fn loupe_lines(stderr: &str, marker: &str) -> Vec<Value> {
-    let prefix = format!("[loupe] loupe ");
+    let prefix = "[loupe] loupe ";
     stderr
         .lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|l| l.strip_prefix(prefix))
         .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
         .filter_map(|rest| rest.strip_prefix(marker))
         .map(|json| serde_json::from_str(json).expect("loupe's JSON line parses"))

@@ -791,8 +791,7 @@ impl Receiver {
     pub async fn wait_accepted(&self, n: u64, timeout: std::time::Duration) -> u64 {
         let mut rx = self.accepted.clone();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|&c| c >= n)).await;
-        let count = *rx.borrow();
-        count
+        *rx.borrow()
     }
 
     pub fn report(&self, thresholds: &[f64]) -> ReceiverReport {

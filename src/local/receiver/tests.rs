@@ -160,7 +160,9 @@ fn bad_bodies_are_rejected_with_400_not_a_panic() {
     let store = Mutex::new(Store::default());
     let pb = Some("application/x-protobuf");
     let js = Some("application/json");
-    let cases: [(Option<&str>, Option<&str>, &[u8], u16); 8] = [
+    /// Content-Type, Content-Encoding, body, expected status.
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a [u8], u16);
+    let cases: [Case; 8] = [
         (pb, None, b"\xff\xff\xff\xff", 400),
         (pb, Some("gzip"), b"not gzip at all", 400),
         (js, None, b"{not json", 400),

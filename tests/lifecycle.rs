@@ -114,11 +114,11 @@ impl Run {
         for id in &ids {
             let inv = self.invocation(id);
             assert_eq!(inv["start"], true, "{inv}");
-            assert!(inv["report"].is_object(), "report for {id}: {inv}");
+            assert_eq!(inv["report"], true, "report for {id}: {inv}");
             assert_eq!(inv["evicted"], false, "{inv}");
             if runtime_done {
                 assert!(
-                    inv["runtimeDone"].is_object(),
+                    inv["runtimeDone"].is_string(),
                     "runtimeDone for {id}: {inv}"
                 );
             }
@@ -271,10 +271,7 @@ fn timeout_resets_and_loupe_sees_it() {
     assert_eq!(reasons, vec!["timeout", "spindown"]);
     run.assert_every_invocation_seen(true);
     let timed_out = &run.request_ids()[1];
-    assert_eq!(
-        run.invocation(timed_out)["runtimeDone"]["status"],
-        "timeout"
-    );
+    assert_eq!(run.invocation(timed_out)["runtimeDone"], "timeout");
 }
 
 #[test]
@@ -290,7 +287,7 @@ fn runtime_crash_resets_and_loupe_sees_it() {
     assert_eq!(reasons, vec!["failure", "spindown"]);
     run.assert_every_invocation_seen(true);
     let crashed = &run.request_ids()[1];
-    assert_eq!(run.invocation(crashed)["runtimeDone"]["status"], "failure");
+    assert_eq!(run.invocation(crashed)["runtimeDone"], "failure");
 }
 
 #[test]

@@ -61,6 +61,10 @@
 //!   log format, no freeze. Invocations run one at a time (concurrency 1;
 //!   `AWS_LAMBDA_MAX_CONCURRENCY=1` is set, so the Python runtime client runs one worker).
 //!
+//! - Backend (`--receiver`): an OTLP/HTTP receiver on 127.0.0.1 ([`receiver`]) stands in for
+//!   the backend; `LOUPE_BACKEND_URL` points at it unless the caller set it, and the summary and
+//!   the report's `receiver` section show what arrived.
+//!
 //! # Where it differs
 //! - No internal extensions: a register call whose name matches no started extension is refused
 //!   (403 `Extension.InvalidExtensionName`) instead of being taken as an internal extension.

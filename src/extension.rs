@@ -126,7 +126,11 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         .and_then(|socket| Ok((socket.local_addr()?.port(), socket)));
     let subscription = match bound {
         Ok((port, socket)) => {
-            let intake = Arc::new(Intake::new(stats.clone(), Box::new(tracker.clone()), logs));
+            let intake = Arc::new(Intake {
+                stats: stats.clone(),
+                platform: Box::new(tracker.clone()),
+                logs,
+            });
             supervise("telemetry listener", listener::spawn(socket, intake));
             log::debug!("telemetry listener on port {port}");
             subscribe::subscribe(&client, port, managed, config.extension_logs).await

@@ -73,12 +73,6 @@ pub struct LogLine {
     pub record: LogRecord,
     /// Size of the record as it arrived (JSON text), for queue accounting.
     pub size: usize,
-    /// The invocation this line most likely belongs to: the latest `platform.start` the listener
-    /// decoded before it (set by the listener, not by decoding). On Managed Instances, where
-    /// invocations overlap, only the record's own request id is trustworthy.
-    pub request_id: Option<String>,
-    /// That start's X-Ray trace header value.
-    pub trace: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -545,8 +539,6 @@ pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeErr
                     source,
                     record,
                     size: bytes,
-                    request_id: None,
-                    trace: None,
                 }),
                 extra,
             ));
@@ -875,8 +867,6 @@ mod tests {
                 source: LogSource::Function,
                 record: LogRecord::Text("2024-05-01T12:00:00.122Z\tabc\tINFO\thello\n".into()),
                 size: 46,
-                request_id: None,
-                trace: None,
             })]
         );
         let (events, _) = one(

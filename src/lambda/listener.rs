@@ -10,8 +10,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,13 +96,6 @@ impl LogReceiver {
         self.queued_bytes.fetch_sub(line.size, Ordering::Relaxed);
         Some(line)
     }
-
-    /// A line already queued, without waiting.
-    pub fn try_recv(&mut self) -> Option<LogLine> {
-        let line = self.rx.try_recv().ok()?;
-        self.queued_bytes.fetch_sub(line.size, Ordering::Relaxed);
-        Some(line)
-    }
 }
 
 /// What the listener hands decoded events to.
@@ -110,35 +103,14 @@ pub struct Intake {
     pub stats: Arc<Stats>,
     pub platform: Box<dyn PlatformSink>,
     pub logs: LogQueue,
-    /// The latest `platform.start` decoded (request id, trace header), across batches: events in a
-    /// batch come in order, so a log line after it belongs to that invocation on default Lambda.
-    current: Mutex<Option<(String, Option<String>)>>,
 }
 
 impl Intake {
-    pub fn new(stats: Arc<Stats>, platform: Box<dyn PlatformSink>, logs: LogQueue) -> Intake {
-        Intake {
-            stats,
-            platform,
-            logs,
-            current: Mutex::new(None),
-        }
-    }
-
     /// Decodes one body and routes every event; never waits.
     pub fn accept(&self, body: &[u8]) {
-        // The lock is only ever taken here, one body at a time; a poisoned lock still holds
-        // valid data.
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         for event in decode_batch(body, &self.stats) {
             match event {
                 Event::Platform(p) => {
-                    if let Platform::Start(s) = &p.kind {
-                        *current = Some((
-                            s.request_id.clone(),
-                            s.tracing.as_ref().and_then(|t| t.value.clone()),
-                        ));
-                    }
                     if let Platform::LogsDropped(d) = &p.kind {
                         self.stats.lambda_dropped(
                             d.dropped_records.unwrap_or(0),
@@ -155,11 +127,7 @@ impl Intake {
                         self.stats.platform_event_dropped();
                     }
                 }
-                Event::Log(mut line) => {
-                    if let Some((id, trace)) = current.as_ref() {
-                        line.request_id = Some(id.clone());
-                        line.trace = trace.clone();
-                    }
+                Event::Log(line) => {
                     if !self.logs.try_send(line) {
                         self.stats.log_line_dropped();
                     }
@@ -272,8 +240,6 @@ mod tests {
         LogLine {
             time: None,
             source: super::super::events::LogSource::Function,
-            request_id: None,
-            trace: None,
             record: LogRecord::Text(s.into()),
             size: s.len(),
         }
@@ -294,11 +260,11 @@ mod tests {
     fn intake_routes_and_counts_drops() {
         let collected = Arc::new(Collect(Default::default()));
         let (logs, _rx) = log_queue(1, 1 << 20);
-        let intake = Intake::new(
-            Arc::new(Stats::default()),
-            Box::new(collected.clone()),
+        let intake = Intake {
+            stats: Arc::new(Stats::default()),
+            platform: Box::new(collected.clone()),
             logs,
-        );
+        };
         intake.accept(
             br#"[{"time":"t","type":"function","record":"a"},
                  {"time":"t","type":"function","record":"b"},
@@ -342,11 +308,11 @@ mod tests {
         let socket = bind(0).await.unwrap();
         let port = socket.local_addr().unwrap().port();
         let (logs, _rx) = log_queue(16, 1 << 20);
-        let intake = Arc::new(Intake::new(
-            Arc::new(Stats::default()),
-            Box::new(Panics),
+        let intake = Arc::new(Intake {
+            stats: Arc::new(Stats::default()),
+            platform: Box::new(Panics),
             logs,
-        ));
+        });
         let task = spawn(socket, intake.clone());
         let wait = Duration::from_secs(30);
         let platform = r#"[{"time":"t","type":"platform.start","record":{"requestId":"r"}}]"#;
@@ -370,11 +336,11 @@ mod tests {
         let port = socket.local_addr().unwrap().port();
         let (logs, _rx) = log_queue(16, 1 << 20);
         let collected = Arc::new(Collect(Default::default()));
-        let intake = Arc::new(Intake::new(
-            Arc::new(Stats::default()),
-            Box::new(collected),
+        let intake = Arc::new(Intake {
+            stats: Arc::new(Stats::default()),
+            platform: Box::new(collected),
             logs,
-        ));
+        });
         let task = spawn(socket, intake.clone());
         let big = format!("[{}]", "1,".repeat(MAX_BODY_BYTES / 2) + "1");
         let wait = Duration::from_secs(60);

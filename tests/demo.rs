@@ -144,3 +144,69 @@ fn assert_flushed_data(rx: &Value) {
     assert!(rx["emfEvents"].as_u64().unwrap_or(0) >= 2, "{rx}");
     assert!(rx["logRecords"].as_u64().unwrap_or(0) > 0, "{rx}");
 }
+
+/// `--receiver` reaches the sandbox as `LOUPE_BACKEND_URL`: the runtime posts one OTLP/JSON logs
+/// request there before it starts the real runtime client, and the report counts it.
+#[test]
+fn receiver_url_reaches_the_sandbox_and_json_is_decoded() {
+    let dir = std::env::temp_dir().join(format!("loupe-demo-url-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let report_path = dir.join("report.json");
+    let script = r#"
+import json, os, sys, urllib.request
+body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+    "eventName": "aws.lambda.invocation_error",
+    "traceId": "5b8efff798038103d269b633813fc60c",
+    "attributes": [
+        {"key": "faas.invocation_id", "value": {"stringValue": "req-from-runtime"}},
+        {"key": "user.id", "value": {"stringValue": "user-9"}},
+        {"key": "error.type", "value": {"stringValue": "PaymentFailed"}}]}]}]}]}
+req = urllib.request.Request(os.environ["LOUPE_BACKEND_URL"] + "/v1/logs",
+    data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=5) as r:
+    assert r.status == 200 and json.loads(r.read()) == {}, r.status
+os.execv(sys.executable, [sys.executable, "-m", "awslambdaric", "app.handler"])
+"#;
+    let output = Command::new(env!("CARGO_BIN_EXE_loupe-local"))
+        .arg("--task-root")
+        .arg(Path::new(MANIFEST).join("examples/python"))
+        .arg("--report")
+        .arg(&report_path)
+        .args(["--receiver", "--quiet", "--invocations", "2"])
+        .arg("--")
+        .arg(python())
+        .args(["-c", script])
+        .output()
+        .expect("run loupe-local");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "loupe-local failed: {stderr}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report written"))
+            .expect("report is JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    let statuses: Vec<&str> = report["invocations"]
+        .as_array()
+        .expect("invocations")
+        .iter()
+        .filter_map(|i| i["status"].as_str())
+        .collect();
+    assert_eq!(statuses, vec!["success", "success"], "{stderr}");
+    let rx = &report["receiver"];
+    assert_eq!(rx["requests"]["logs"], 1, "{rx}");
+    assert_eq!(rx["rejectedRequests"], 0, "{rx}");
+    assert_eq!(rx["logRecords"], 1, "{rx}");
+    let err = &rx["errors"][0];
+    assert_eq!(err["requestId"], "req-from-runtime", "{rx}");
+    assert_eq!(err["userId"], "user-9", "{rx}");
+    assert_eq!(err["errorType"], "PaymentFailed", "{rx}");
+    assert!(
+        stdout.contains("receiver: 1 OTLP requests received (logs 1), 0 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error: request req-from-runtime user user-9 status - type PaymentFailed"),
+        "{stdout}"
+    );
+}

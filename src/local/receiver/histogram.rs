@@ -336,6 +336,48 @@ mod tests {
         assert_eq!(h.quantile(2.0), None);
     }
 
+    /// Bucket index of `v > 0` at `scale`: the `i` with `base^i < v <= base^(i+1)`.
+    fn index(v: f64, scale: i32) -> i64 {
+        ((v.log2() * 2f64.powi(scale)).ceil() as i64) - 1
+    }
+
+    #[test]
+    fn estimates_of_known_values_are_close_to_exact() {
+        // 1000 latencies spread over 0.5 .. 250 ms, bucketed at scale 6 (buckets ~1.1% wide).
+        let values: Vec<f64> = (1..=1000)
+            .map(|k| 0.5 * (500f64).powf(k as f64 / 1000.0))
+            .collect();
+        let scale = 6;
+        let lo = values.iter().map(|&v| index(v, scale)).min().unwrap_or(0);
+        let hi = values.iter().map(|&v| index(v, scale)).max().unwrap_or(0);
+        let mut counts = vec![0u64; (hi - lo + 1) as usize];
+        for &v in &values {
+            counts[(index(v, scale) - lo) as usize] += 1;
+        }
+        let mut h = ExpHistogram::default();
+        h.merge(&Point {
+            scale,
+            positive_offset: lo as i32,
+            positive: counts,
+            count: values.len() as u64,
+            sum: Some(values.iter().sum()),
+            min: values.first().copied(),
+            max: values.last().copied(),
+            ..Point::default()
+        })
+        .unwrap();
+        for t in [1.0, 5.0, 10.0, 100.0] {
+            let exact = values.iter().filter(|&&v| v > t).count() as f64 / values.len() as f64;
+            let got = h.share_above(t).unwrap();
+            assert!((got - exact).abs() < 0.01, "above {t}: {got} vs {exact}");
+        }
+        for q in [0.5, 0.99] {
+            let exact = values[((q * values.len() as f64) as usize).min(values.len() - 1)];
+            let got = h.quantile(q).unwrap();
+            assert!((got - exact).abs() / exact < 0.02, "q{q}: {got} vs {exact}");
+        }
+    }
+
     #[test]
     fn too_many_buckets_make_it_coarser() {
         let mut h = ExpHistogram::default();

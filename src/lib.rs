@@ -22,6 +22,8 @@ pub mod event;
 pub mod export;
 /// The extension's run loop: register, listen, subscribe, serve /event/next until SHUTDOWN.
 pub mod extension;
+/// When data leaves: end-of-invocation, pipelined, periodic, shutdown; budgets, own metrics.
+pub mod flush;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

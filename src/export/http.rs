@@ -78,6 +78,22 @@ impl HttpSender {
         }
     }
 
+    /// Adds a header to every backend request from now on (the API key, once fetched). A name
+    /// or value that is not valid HTTP is refused.
+    pub fn add_header(&mut self, name: &str, value: &str) -> bool {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                self.headers.retain(|(h, _)| h != n);
+                self.headers.push((n, v));
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn tls_client(&self) -> Result<&TlsClient, SendError> {
         let built = self.tls.get_or_init(|| {
             let roots = rustls_native_certs();

@@ -5,8 +5,12 @@
 //! configured backend, and counters of what was sent, retried and dropped. Knows nothing of the
 //! Lambda lifecycle: the flush control decides when, this module decides how.
 
+pub mod encode;
 pub mod gzip;
 pub mod http;
+pub mod metrics;
+pub mod ndjson;
 pub mod otlp;
 pub mod proto;
 pub mod retry;
+pub mod ship;

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,6 +32,8 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status it was answered with (`None`: hung or reset).
+    pub status: Option<u16>,
 }
 
 pub struct Backend {
@@ -38,6 +41,7 @@ pub struct Backend {
     script: Arc<Mutex<VecDeque<Behaviour>>>,
     default: Arc<Mutex<Behaviour>>,
     release: Arc<Notify>,
+    released: Arc<AtomicU64>,
     pub received: mpsc::UnboundedReceiver<Received>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,18 +53,27 @@ impl Backend {
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let default = Arc::new(Mutex::new(default));
         let release = Arc::new(Notify::new());
+        let released = Arc::new(AtomicU64::new(0));
         let (tx, received) = mpsc::unbounded_channel();
-        let (s, d, r) = (script.clone(), default.clone(), release.clone());
+        let (s, d, r, g) = (
+            script.clone(),
+            default.clone(),
+            release.clone(),
+            released.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (s, d, r, tx) = (s.clone(), d.clone(), r.clone(), tx.clone());
+                let (s, d, r, g, tx) = (s.clone(), d.clone(), r.clone(), g.clone(), tx.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (s, d, r, tx) = (s.clone(), d.clone(), r.clone(), tx.clone());
+                        let (s, d, r, g, tx) =
+                            (s.clone(), d.clone(), r.clone(), g.clone(), tx.clone());
                         async move {
+                            // Releases after this point let a hanging request answer.
+                            let generation = g.load(Ordering::SeqCst);
                             let path = req.uri().path().to_string();
                             let headers = req
                                 .headers()
@@ -78,10 +91,15 @@ impl Backend {
                                 .unwrap()
                                 .pop_front()
                                 .unwrap_or_else(|| d.lock().unwrap().clone());
+                            let status = match &behaviour {
+                                Behaviour::Status(code, ..) => Some(*code),
+                                Behaviour::Hang | Behaviour::Reset => None,
+                            };
                             let _ = tx.send(Received {
                                 path,
                                 headers,
                                 body,
+                                status,
                             });
                             match behaviour {
                                 Behaviour::Status(code, hdrs, body) => {
@@ -94,7 +112,15 @@ impl Backend {
                                     )
                                 }
                                 Behaviour::Hang => {
-                                    r.notified().await;
+                                    loop {
+                                        let notified = r.notified();
+                                        tokio::pin!(notified);
+                                        notified.as_mut().enable();
+                                        if g.load(Ordering::SeqCst) > generation {
+                                            break;
+                                        }
+                                        notified.await;
+                                    }
                                     Ok(Response::new(Full::new(Bytes::new())))
                                 }
                                 Behaviour::Reset => Err(std::io::Error::other("reset")),
@@ -112,6 +138,7 @@ impl Backend {
             script,
             default,
             release,
+            released,
             received,
             task,
         }
@@ -130,8 +157,9 @@ impl Backend {
         *self.default.lock().unwrap() = b;
     }
 
-    /// Lets every hanging request answer.
+    /// Lets every request that arrived so far and hangs answer.
     pub fn release(&self) {
+        self.released.fetch_add(1, Ordering::SeqCst);
         self.release.notify_waiters();
     }
 }

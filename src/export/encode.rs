@@ -1,0 +1,223 @@
+//! Requests from a batch: encode (protobuf or NDJSON), gzip with one reused compressor, and split
+//! in halves until every request is under [`MAX_REQUEST_BYTES`] compressed.
+//!
+//! In: [`Point`]s and [`Event`]s of one flush. Out: [`Encoded`] requests, each knowing how many
+//! points and events it carries (for the counters of what was sent or dropped), and what could not
+//! be encoded at all (a single item over the limit). No I/O.
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::gzip::Gzip;
+use super::metrics::{Point, metrics_request};
+use super::ndjson;
+use super::otlp::{Signal, logs_request};
+use super::proto::resource::v1::Resource;
+use crate::config::{Protocol, Temporality};
+use crate::event::Event;
+
+/// The most one request may weigh, compressed.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// The most events one request carries.
+pub const MAX_EVENTS_PER_REQUEST: usize = 1_000;
+
+pub const PROTOBUF: &str = "application/x-protobuf";
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// OTLP metrics (`/v1/metrics`).
+    Metrics,
+    /// OTLP logs (`/v1/logs`).
+    Logs,
+    /// NDJSON with metrics and events, posted to the metrics URL.
+    Ndjson,
+}
+
+impl Target {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Target::Metrics | Target::Logs => PROTOBUF,
+            Target::Ndjson => ndjson::CONTENT_TYPE,
+        }
+    }
+
+    /// How a partial success in its answer is read.
+    pub fn signal(self) -> Option<Signal> {
+        match self {
+            Target::Metrics => Some(Signal::Metrics),
+            Target::Logs => Some(Signal::Logs),
+            Target::Ndjson => None,
+        }
+    }
+}
+
+/// One request, ready to send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    pub target: Target,
+    /// gzip-compressed.
+    pub body: Bytes,
+    /// Bytes before compression.
+    pub raw_bytes: usize,
+    pub points: u64,
+    pub events: u64,
+    /// Attempts made so far (0 when new).
+    pub attempts: u32,
+}
+
+/// What could not be encoded within the request limit, and was dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Oversized {
+    pub points: u64,
+    pub events: u64,
+}
+
+pub struct Encoder {
+    protocol: Protocol,
+    temporality: Temporality,
+    gzip: Gzip,
+    max_bytes: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Point(&'a Point),
+    Event(&'a Event),
+}
+
+impl Encoder {
+    pub fn new(protocol: Protocol, temporality: Temporality) -> Encoder {
+        Encoder::with_limit(protocol, temporality, MAX_REQUEST_BYTES)
+    }
+
+    /// With another request limit (tests).
+    pub fn with_limit(protocol: Protocol, temporality: Temporality, max_bytes: usize) -> Encoder {
+        Encoder {
+            protocol,
+            temporality,
+            gzip: Gzip::default(),
+            max_bytes: max_bytes.max(64),
+        }
+    }
+
+    /// Requests for `points` and `events`, each under the limit; `out` gets them in order.
+    pub fn encode(
+        &mut self,
+        resource: &Resource,
+        points: &[Point],
+        events: &[Event],
+        out: &mut Vec<Encoded>,
+    ) -> Oversized {
+        let mut oversized = Oversized::default();
+        match self.protocol {
+            Protocol::Protobuf => {
+                let t = self.temporality;
+                if !points.is_empty() {
+                    let items: Vec<Item<'_>> = points.iter().map(Item::Point).collect();
+                    self.split(Target::Metrics, &items, out, &mut oversized, &mut |i| {
+                        metrics_request(resource, &points_of(i), t).encode_to_vec()
+                    });
+                }
+                for chunk in events.chunks(MAX_EVENTS_PER_REQUEST) {
+                    let items: Vec<Item<'_>> = chunk.iter().map(Item::Event).collect();
+                    self.split(Target::Logs, &items, out, &mut oversized, &mut |i| {
+                        logs_request(resource, &events_of(i)).encode_to_vec()
+                    });
+                }
+            }
+            Protocol::Json => {
+                let t = self.temporality;
+                let head = ndjson::resource_line(resource);
+                let items: Vec<Item<'_>> = points
+                    .iter()
+                    .map(Item::Point)
+                    .chain(events.iter().map(Item::Event))
+                    .collect();
+                // Points are few and small; events are capped per request as in protobuf.
+                let mut start = 0;
+                while start < items.len() {
+                    let mut end = start;
+                    let mut n_events = 0;
+                    while end < items.len() {
+                        if let Some(Item::Event(_)) = items.get(end) {
+                            if n_events == MAX_EVENTS_PER_REQUEST {
+                                break;
+                            }
+                            n_events += 1;
+                        }
+                        end += 1;
+                    }
+                    let chunk = items.get(start..end).unwrap_or(&[]);
+                    self.split(Target::Ndjson, chunk, out, &mut oversized, &mut |i| {
+                        ndjson::encode(&head, &points_of(i), &events_of(i), t)
+                    });
+                    start = end;
+                }
+            }
+        }
+        oversized
+    }
+
+    fn split(
+        &mut self,
+        target: Target,
+        items: &[Item<'_>],
+        out: &mut Vec<Encoded>,
+        oversized: &mut Oversized,
+        encode: &mut dyn FnMut(&[Item<'_>]) -> Vec<u8>,
+    ) {
+        if items.is_empty() {
+            return;
+        }
+        let raw = encode(items);
+        let body = self.gzip.compress(&raw);
+        if body.len() <= self.max_bytes && !body.is_empty() {
+            let (points, events) = count(items);
+            out.push(Encoded {
+                target,
+                body: Bytes::from(body),
+                raw_bytes: raw.len(),
+                points,
+                events,
+                attempts: 0,
+            });
+            return;
+        }
+        if items.len() == 1 {
+            let (points, events) = count(items);
+            oversized.points += points;
+            oversized.events += events;
+            return;
+        }
+        let (a, b) = items.split_at(items.len() / 2);
+        self.split(target, a, out, oversized, encode);
+        self.split(target, b, out, oversized, encode);
+    }
+}
+
+fn count(items: &[Item<'_>]) -> (u64, u64) {
+    let points = items.iter().filter(|i| matches!(i, Item::Point(_))).count() as u64;
+    (points, items.len() as u64 - points)
+}
+
+// The encoders take owned slices; the clones are of one request's items.
+fn points_of(items: &[Item<'_>]) -> Vec<Point> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Point(p) => Some((*p).clone()),
+            Item::Event(_) => None,
+        })
+        .collect()
+}
+
+fn events_of(items: &[Item<'_>]) -> Vec<Event> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(e) => Some((*e).clone()),
+            Item::Point(_) => None,
+        })
+        .collect()
+}

@@ -1,0 +1,255 @@
+//! NDJSON encoding (`LOUPE_PROTOCOL=json`): the same content as the OTLP requests, one JSON
+//! object per line, for home-made backends. `docs/ndjson.md` documents every field.
+//!
+//! In: the resource, [`Point`]s and [`Event`]s. Out: the lines, `\n`-terminated, ready for gzip:
+//! one `resource` line first, then `metric` and `event` lines. Pure functions.
+
+use serde_json::{Map, Value, json};
+
+use super::metrics::Point;
+use super::proto::common::v1::{AnyValue, any_value};
+use super::proto::resource::v1::Resource;
+use crate::config::Temporality;
+use crate::event::{AttrValue, Body, Event};
+
+/// Content type of an NDJSON request.
+pub const CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// The `resource` line.
+pub fn resource_line(resource: &Resource) -> Value {
+    let attributes: Map<String, Value> = resource
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), any_json(kv.value.as_ref())))
+        .collect();
+    json!({"type": "resource", "attributes": attributes})
+}
+
+/// A `metric` line.
+pub fn metric_line(p: &Point, temporality: Temporality) -> Value {
+    let attributes: Map<String, Value> = p
+        .attributes()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    let (start, time) = p.window();
+    let mut line = json!({
+        "type": "metric",
+        "name": p.name(),
+        "unit": p.unit(),
+        "temporality": match temporality {
+            Temporality::Delta => "delta",
+            Temporality::Cumulative => "cumulative",
+        },
+        "start_time_unix_nano": start,
+        "time_unix_nano": time,
+        "attributes": attributes,
+    });
+    let Some(obj) = line.as_object_mut() else {
+        return line;
+    };
+    match p {
+        Point::Histogram { histogram: h, .. } => {
+            obj.insert("kind".into(), json!("exponential_histogram"));
+            obj.insert("count".into(), json!(h.count()));
+            obj.insert("sum".into(), json!(h.sum()));
+            obj.insert("min".into(), json!(h.min()));
+            obj.insert("max".into(), json!(h.max()));
+            obj.insert("scale".into(), json!(h.scale()));
+            obj.insert("zero_count".into(), json!(h.zero_count()));
+            obj.insert(
+                "positive".into(),
+                json!({"offset": h.positive().offset(), "bucket_counts": h.positive().counts()}),
+            );
+            obj.insert(
+                "negative".into(),
+                json!({"offset": h.negative().offset(), "bucket_counts": h.negative().counts()}),
+            );
+        }
+        Point::Sum { value, .. } => {
+            obj.insert("kind".into(), json!("sum"));
+            obj.insert("monotonic".into(), json!(true));
+            obj.insert("value".into(), json!(value));
+        }
+    }
+    line
+}
+
+/// An `event` line.
+pub fn event_line(e: &Event) -> Value {
+    let mut attributes = Map::new();
+    if let Some(id) = &e.request_id {
+        attributes.insert("faas.invocation_id".into(), Value::String(id.clone()));
+    }
+    for (k, v) in &e.attributes {
+        attributes.insert(k.clone(), attr_json(v));
+    }
+    json!({
+        "type": "event",
+        "time_unix_nano": e.time_unix_nano,
+        "event_name": e.kind.as_str(),
+        "severity_number": e.severity.number(),
+        "severity_text": e.severity.as_str(),
+        "body": match &e.body {
+            Body::None => Value::Null,
+            Body::Text(s) => Value::String(s.clone()),
+            Body::Json(v) => v.clone(),
+        },
+        "trace_id": e.trace_id.map(|t| hex(&t)),
+        "attributes": attributes,
+    })
+}
+
+/// Appends `value` and a newline to `out`.
+pub fn push_line(out: &mut Vec<u8>, value: &Value) {
+    // Writing a `Value` into a Vec cannot fail: its keys are strings and the Vec grows.
+    if serde_json::to_writer(&mut *out, value).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// The lines of one request: the resource, then the points, then the events.
+pub fn encode(
+    resource: &Value,
+    points: &[Point],
+    events: &[Event],
+    temporality: Temporality,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 * (points.len() + events.len() + 1));
+    push_line(&mut out, resource);
+    for p in points {
+        push_line(&mut out, &metric_line(p, temporality));
+    }
+    for e in events {
+        push_line(&mut out, &event_line(e));
+    }
+    out
+}
+
+fn attr_json(v: &AttrValue) -> Value {
+    match v {
+        AttrValue::Str(s) => Value::String(s.clone()),
+        AttrValue::Int(i) => json!(i),
+        AttrValue::Float(f) => json!(f),
+        AttrValue::Bool(b) => json!(b),
+        AttrValue::Json(j) => j.clone(),
+    }
+}
+
+fn any_json(v: Option<&AnyValue>) -> Value {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => Value::Null,
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => json!(b),
+        Some(any_value::Value::IntValue(i)) => json!(i),
+        Some(any_value::Value::DoubleValue(d)) => json!(d),
+        Some(any_value::Value::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(|v| any_json(Some(v))).collect())
+        }
+        Some(any_value::Value::KvlistValue(l)) => Value::Object(
+            l.values
+                .iter()
+                .map(|kv| (kv.key.clone(), any_json(kv.value.as_ref())))
+                .collect(),
+        ),
+        Some(any_value::Value::BytesValue(b)) => Value::String(hex(b)),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Histogram, Series, SeriesKey};
+    use crate::batch::Counter;
+    use crate::config::LambdaEnv;
+    use crate::emf::Unit;
+    use crate::event::{Kind, Severity};
+    use crate::export::otlp::resource;
+
+    #[test]
+    fn lines_carry_resource_metrics_and_events() {
+        let env = LambdaEnv {
+            function_name: Some("orders".into()),
+            ..LambdaEnv::default()
+        };
+        let mut h = Histogram::new();
+        h.record(3.0).expect("finite");
+        h.record(5.0).expect("finite");
+        let p = Point::histogram(
+            Series {
+                key: SeriesKey::new(
+                    "Shop",
+                    "latency",
+                    Unit::Milliseconds,
+                    60,
+                    vec![("route".into(), "/a".into())],
+                ),
+                histogram: h.clone(),
+            },
+            1,
+            2,
+        );
+        let c = Point::counter(&Counter::new("loupe.flushes", 4), 1, 2);
+        let mut e = Event::new(Kind::Emf, 7);
+        e.severity = Severity::Warn;
+        e.request_id = Some("r1".into());
+        e.trace_id = Some([0xab; 16]);
+        e.body = Body::Text("hello \"quoted\"\nline".into());
+        e.attributes.push(("n".into(), AttrValue::Int(3)));
+        let r = resource_line(&resource(&env, Some("123")));
+        let bytes = encode(&r, &[p, c], &[e], Temporality::Delta);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["type"], "resource");
+        assert_eq!(lines[0]["attributes"]["faas.name"], "orders");
+        assert_eq!(lines[0]["attributes"]["cloud.account.id"], "123");
+        let m = &lines[1];
+        assert_eq!(m["type"], "metric");
+        assert_eq!(m["kind"], "exponential_histogram");
+        assert_eq!(m["name"], "latency");
+        assert_eq!(m["unit"], "ms");
+        assert_eq!(m["temporality"], "delta");
+        assert_eq!(m["count"], 2);
+        assert_eq!(m["sum"], 8.0);
+        assert_eq!(m["min"], 3.0);
+        assert_eq!(m["scale"], h.scale());
+        assert_eq!(m["positive"]["offset"], h.positive().offset());
+        assert_eq!(
+            m["positive"]["bucket_counts"]
+                .as_array()
+                .expect("array")
+                .iter()
+                .filter_map(Value::as_u64)
+                .sum::<u64>(),
+            2
+        );
+        assert_eq!(m["attributes"]["route"], "/a");
+        assert_eq!(m["attributes"]["aws.emf.namespace"], "Shop");
+        assert_eq!(lines[2]["kind"], "sum");
+        assert_eq!(lines[2]["value"], 4);
+        assert_eq!(lines[2]["monotonic"], true);
+        let ev = &lines[3];
+        assert_eq!(ev["type"], "event");
+        assert_eq!(ev["event_name"], "aws.lambda.emf");
+        assert_eq!(ev["severity_number"], 13);
+        assert_eq!(ev["severity_text"], "WARN");
+        assert_eq!(ev["body"], "hello \"quoted\"\nline");
+        assert_eq!(ev["trace_id"], "ab".repeat(16));
+        assert_eq!(ev["attributes"]["faas.invocation_id"], "r1");
+        assert_eq!(ev["attributes"]["n"], 3);
+    }
+}

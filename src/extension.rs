@@ -84,7 +84,11 @@ impl Flusher for NoFlush {
 
 /// Runs the extension until SHUTDOWN.
 pub async fn run(config: Config) -> ExitCode {
-    run_with(config, NoFlush).await
+    let flush_config = config.clone();
+    run_with_pipeline(config, move |pipeline| {
+        crate::flush::Flush::new(&flush_config, pipeline)
+    })
+    .await
 }
 
 /// Runs the extension with the given flusher.

@@ -11,8 +11,8 @@
 //!
 //! Per `function` line:
 //! * **Request id**: the record's own (Node `ts\treqid\tLEVEL\t...` or Python
-//!   `[LEVEL]\tts\treqid\t...` prefix, JSON `requestId`, or for EMF lines a `requestId` /
-//!   `function_request_id` / `awsRequestId` property), else the request of the latest
+//!   `[LEVEL]\tts\treqid\t...` prefix, JSON `requestId`, or for EMF lines a
+//!   `function_request_id` (Powertools) / `awsRequestId` property), else the request of the latest
 //!   `platform.start` before the line in the stream. On Managed Instances invocations overlap,
 //!   so only the record's own id counts there. The trace id is that start's, when the line
 //!   belongs to it.
@@ -76,8 +76,10 @@ const MAX_METRIC_NAMES: usize = 100;
 const MAX_LINE_STREAK: usize = 8_192;
 /// Depth of the command channel.
 const COMMAND_DEPTH: usize = 16;
-/// EMF properties that carry the request id when no prefix does.
-const REQUEST_ID_PROPERTIES: &[&str] = &["requestId", "function_request_id", "awsRequestId"];
+/// EMF properties that carry the Lambda request id when no prefix does. A plain `requestId`
+/// property is not one of them: applications use it for their own (HTTP) request id, which stays
+/// a property beside `faas.invocation_id`.
+const REQUEST_ID_PROPERTIES: &[&str] = &["function_request_id", "awsRequestId"];
 
 /// Milliseconds since the epoch.
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
@@ -867,7 +869,7 @@ mod tests {
             Some("started"),
         ));
         p.line(text(
-            &emf("Latency", 3.0, r#","requestId":"prop-req""#),
+            &emf("Latency", 3.0, r#","function_request_id":"prop-req""#),
             Some("started"),
         ));
         let b = p.drain(Drained::default());

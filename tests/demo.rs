@@ -98,14 +98,11 @@ fn demo_flow_end_to_end() {
         "{stdout}"
     );
 
-    // NEEDS THE FLUSH CONTROL: until loupe sends, `received` is 0 and these stay unchecked.
-    // After the pipeline and flush control land, make them unconditional (assert received > 0).
-    if received > 0 {
-        assert_flushed_data(rx);
-    }
+    assert!(received > 0, "loupe sent nothing: {rx}");
+    assert_flushed_data(rx);
 }
 
-/// What loupe must deliver for `PAYLOADS` (needs the pipeline and the flush control).
+/// What loupe must deliver for `PAYLOADS`.
 fn assert_flushed_data(rx: &Value) {
     let series = |name: &str, customer: &str| -> Value {
         rx["histograms"]
@@ -140,6 +137,8 @@ fn assert_flushed_data(rx: &Value) {
     let errors = rx["errors"].as_array().expect("errors");
     assert_eq!(errors.len(), 1, "{rx}");
     assert!(errors[0]["requestId"].is_string(), "{rx}");
+    // ... and the user it served: "which user hit this error".
+    assert_eq!(errors[0]["userId"], "u3", "{rx}");
     // Two EMF S3 writes carry their object keys; every log record is counted.
     assert!(rx["emfEvents"].as_u64().unwrap_or(0) >= 2, "{rx}");
     assert!(rx["logRecords"].as_u64().unwrap_or(0) > 0, "{rx}");

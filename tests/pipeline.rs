@@ -183,8 +183,8 @@ async fn fixture_batches_through_intake_tracker_and_pipeline() {
         5
     );
 
-    // Powertools: 15 EMF lines, each attributed to the latest start except the one that
-    // prints its own requestId property.
+    // Powertools: 15 EMF lines, each attributed to the latest start; the one that prints a
+    // `requestId` property (an application's own id) keeps it as an attribute.
     let (pt_events, rest) = rest.split_at(powertools.len());
     assert!(pt_events.iter().all(|e| e.kind == Kind::Emf));
     let ids: Vec<&str> = pt_events
@@ -192,8 +192,11 @@ async fn fixture_batches_through_intake_tracker_and_pipeline() {
         .filter_map(|e| e.request_id.as_deref())
         .collect();
     assert_eq!(ids.len(), 15);
-    assert_eq!(ids.iter().filter(|id| **id == "pt-req").count(), 14);
-    assert_eq!(ids[6], R1);
+    assert_eq!(ids.iter().filter(|id| **id == "pt-req").count(), 15);
+    assert_eq!(
+        attr(&pt_events[6], "requestId"),
+        Some(&AttrValue::Str(R1.into()))
+    );
     assert_eq!(
         attr(&pt_events[1], "enduser.id"),
         Some(&AttrValue::Str("acme-corp".into()))

@@ -1,284 +1,101 @@
-//! The whole hot path of one flush interval on one core, with `serde_json::Value` as the yardstick
-//! in the same run:
+//! Throughput of the pipeline per line, in lines per second (`item/s` in divan's output): the
+//! whole per-line path (request id, severity, EMF parse, aggregation, event building), drained
+//! every 1,000 lines as the flush would.
 //!
-//! * `serde_json::Value baseline`: `serde_json::from_str::<Value>` on the EMF lines;
-//! * `EMF parse + aggregate`: `emf::parse` then `Aggregator::add_line`, drained every 10,000 lines;
-//! * `telemetry decode_batch`: `lambda::events::decode_batch` on Telemetry API bodies of 100
-//!   events (platform records and function lines carrying the EMF lines);
-//! * `encode + gzip -N`: the drained histograms encoded by `export::metrics::metrics_request` as
-//!   an OTLP `ExportMetricsServiceRequest` (protobuf, delta), then gzip at levels 1, 6 and 9, with
-//!   the bytes each level puts on the wire per 1,000 data points.
+//! * `emf_lines`: bare EMF lines from Powertools Python (as `print` writes them).
+//! * `plain_lines`: Node runtime-prefixed application log lines, no EMF.
+//! * `mixed_lines`: 9 plain lines for every EMF line.
 //!
-//! `cargo bench --bench pipeline` measures and prints one `name: value` line per figure, which
-//! `scripts/bench.sh` reads. Under `cargo test` (no `--bench`) every case runs once and is checked.
-//! Times are the thread's CPU time (`/proc/thread-self/schedstat`), so a shared machine does not
-//! skew the per-core figures.
+//! Run: `cargo bench --bench pipeline`.
 
-use std::hint::black_box;
-use std::time::Duration;
+use std::sync::Arc;
 
-use loupe::aggregate::{Aggregator, Series};
-use loupe::config::Temporality;
-use loupe::emf::{self, ParseOptions, Record, Verdict};
-use loupe::export::gzip::Gzip;
-use loupe::export::metrics::{Point, metrics_request};
-use loupe::export::otlp;
-use loupe::export::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use loupe::export::proto::resource::v1::Resource;
-use loupe::lambda::events::decode_batch;
-use loupe::lambda::stats::Stats;
-use prost::Message;
-use serde_json::Value;
+use divan::counter::ItemsCount;
+use divan::{Bencher, black_box};
+use loupe::config::Config;
+use loupe::invocation::Drained;
+use loupe::lambda::events::{LogLine, LogRecord, LogSource};
+use loupe::pipeline::Pipeline;
 
-const NOW_MS: i64 = 1_795_497_900_000;
-const FLUSH_EVERY: usize = 10_000;
-/// Series in the wire batch: the default series cap.
-const SERIES: usize = 1_000;
+const NOW: i64 = 1_795_497_663_709;
 
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
-    let ns: u64 = stat
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("run time in ns");
-    Duration::from_nanos(ns)
+fn main() {
+    divan::main();
 }
 
-fn options() -> ParseOptions {
-    ParseOptions {
-        now_ms: NOW_MS,
-        record_time_ms: Some(NOW_MS),
-        check_timestamp: true,
-        strict_dimensions: false,
-    }
+fn emf() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/emf/aws-lambda-powertools-python_3.37.0.jsonl"
+    );
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
-/// EMF lines as aws-embedded-metrics writes them: two metrics, one dimension over `customers`
-/// values, a request id property; values vary so histograms fill several buckets.
-fn emf_lines(n: usize, customers: usize) -> Vec<String> {
-    (0..n)
+fn plain() -> Vec<String> {
+    (0..10)
         .map(|i| {
-            let latency = 1.0 + (i * 7919 % 997) as f64 / 10.0;
             format!(
-                concat!(
-                    r#"{{"_aws":{{"Timestamp":{},"CloudWatchMetrics":[{{"Namespace":"bench","#,
-                    r#""Dimensions":[["customer"]],"Metrics":[{{"Name":"Latency","Unit":"Milliseconds"}},"#,
-                    r#"{{"Name":"Items","Unit":"Count"}}]}}]}},"customer":"customer-{}","#,
-                    r#""Latency":{},"Items":{},"requestId":"3f1c6b6e-1a2b-4c3d-9e8f-{:012}"}}"#
-                ),
-                NOW_MS,
-                i % customers,
-                latency,
-                i % 5,
-                i
+                "2026-11-24T05:21:04.582Z\t3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab\tINFO\tprocessed order {i} in 12 ms\n"
             )
         })
         .collect()
 }
 
-/// Telemetry API bodies of 100 events each: per invocation a start, `per_invoke` function lines
-/// (the EMF lines), a runtimeDone and a report.
-fn telemetry_bodies(lines: &[String], per_invoke: usize) -> (Vec<Vec<u8>>, usize) {
-    let t = "2026-11-24T05:21:04.582Z";
-    let id = "3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab";
-    let mut events: Vec<Value> = Vec::new();
-    for chunk in lines.chunks(per_invoke) {
-        events.push(serde_json::json!({"time": t, "type": "platform.start",
-            "record": {"requestId": id, "version": "$LATEST"}}));
-        for l in chunk {
-            events.push(serde_json::json!({"time": t, "type": "function", "record": l}));
-        }
-        events.push(
-            serde_json::json!({"time": t, "type": "platform.runtimeDone",
-            "record": {"requestId": id, "status": "success",
-                "metrics": {"durationMs": 12.5, "producedBytes": 120}}}),
-        );
-        events.push(serde_json::json!({"time": t, "type": "platform.report",
-            "record": {"requestId": id, "status": "success",
-                "metrics": {"durationMs": 13.1, "billedDurationMs": 14, "memorySizeMB": 128,
-                    "maxMemoryUsedMB": 71}}}));
-    }
-    let n = events.len();
-    let bodies = events
-        .chunks(100)
-        .map(|c| serde_json::to_vec(c).expect("JSON of JSON values"))
-        .collect();
-    (bodies, n)
-}
-
-fn parse_aggregate(lines: &[String], rounds: usize) -> (Duration, usize, Vec<Series>) {
-    let opts = options();
-    let mut agg = Aggregator::new(SERIES);
-    let mut since = 0;
-    let mut points = 0;
-    let mut last = Vec::new();
-    let start = cpu_time();
-    for _ in 0..rounds {
-        for l in lines {
-            if let Verdict::Emf(e) = emf::parse(Record::Text(black_box(l)), &opts) {
-                points += agg.add_line(&e);
-            }
-            since += 1;
-            if since == FLUSH_EVERY {
-                last = black_box(agg.drain());
-                since = 0;
-            }
-        }
-    }
-    let rest = agg.drain();
-    if !rest.is_empty() {
-        last = rest;
-    }
-    // The series of the last flush.
-    (cpu_time() - start, points, last)
-}
-
-fn serde_baseline(lines: &[String], rounds: usize) -> Duration {
-    let start = cpu_time();
-    for _ in 0..rounds {
-        for l in lines {
-            black_box(serde_json::from_str::<Value>(black_box(l)).ok());
-        }
-    }
-    cpu_time() - start
-}
-
-fn decode(bodies: &[Vec<u8>], rounds: usize) -> (Duration, usize) {
-    let stats = Stats::default();
-    let mut n = 0;
-    let start = cpu_time();
-    for _ in 0..rounds {
-        for b in bodies {
-            n += black_box(decode_batch(black_box(b), &stats)).len();
-        }
-    }
-    (cpu_time() - start, n)
-}
-
-/// One OTLP request holding every series as an exponential histogram data point, encoded by
-/// `export::metrics` as a flush does.
-fn request(series: &[Series]) -> ExportMetricsServiceRequest {
-    let now = NOW_MS as u64 * 1_000_000;
-    let points: Vec<Point> = series
+fn lines(texts: &[String]) -> Vec<LogLine> {
+    let start: Arc<str> = Arc::from("3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab");
+    texts
         .iter()
-        .map(|s| Point::histogram(s.clone(), now - 10_000_000_000, now))
-        .collect();
-    let resource = Resource {
-        attributes: vec![
-            otlp::kv("service.name", "bench-function"),
-            otlp::kv("cloud.provider", "aws"),
-            otlp::kv("cloud.platform", "aws_lambda"),
-            otlp::kv("cloud.region", "us-east-1"),
-            otlp::kv("faas.name", "bench-function"),
-            otlp::kv("faas.version", "$LATEST"),
-        ],
-        ..Default::default()
-    };
-    metrics_request(&resource, &points, Temporality::Delta)
+        .map(|t| LogLine {
+            time: Some("2026-11-24T05:21:04.600Z".into()),
+            source: LogSource::Function,
+            record: LogRecord::Text(t.clone()),
+            size: t.len() + 60,
+            request_id: Some(start.clone()),
+            trace_id: None,
+        })
+        .collect()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn spread(v: &[Duration], items: usize) -> String {
-    let rates: Vec<f64> = v
-        .iter()
-        .map(|d| items as f64 / d.as_secs_f64().max(1e-9))
-        .collect();
-    let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = rates.iter().copied().fold(0.0, f64::max);
-    format!("{lo:.0}..{hi:.0}")
-}
-
-fn main() {
-    let measuring = std::env::args().any(|a| a == "--bench");
-    let lines = emf_lines(10_000, SERIES / 2);
-    let (bodies, events) = telemetry_bodies(&lines, 10);
-    let (samples, rounds) = if measuring { (7, 30) } else { (1, 1) };
-    let n = lines.len() * rounds;
-
-    // Every line parses and aggregates into two series per customer.
-    let first = emf::parse(Record::Text(&lines[0]), &options());
-    assert!(matches!(first, Verdict::Emf(_)), "{first:?}\n{}", lines[0]);
-    let (_, points, series) = parse_aggregate(&lines, 1);
-    assert_eq!(points, 2 * lines.len());
-    assert_eq!(series.len(), SERIES);
-    let req = request(&series);
-    let proto = req.encode_to_vec();
-    assert!(
-        ExportMetricsServiceRequest::decode(proto.as_slice()).is_ok_and(|r| r == req),
-        "the request round-trips"
-    );
-    let (_, decoded) = decode(&bodies, 1);
-    assert_eq!(decoded, events);
-
-    let mut pa = Vec::new();
-    let mut sj = Vec::new();
-    let mut de = Vec::new();
-    for _ in 0..samples {
-        pa.push(parse_aggregate(&lines, rounds).0);
-        sj.push(serde_baseline(&lines, rounds));
-        de.push(decode(&bodies, rounds).0);
-    }
-    let (pa_m, sj_m, de_m) = (median(pa.clone()), median(sj.clone()), median(de.clone()));
-    let per_s = |d: Duration, items: usize| items as f64 / d.as_secs_f64().max(1e-9);
-    let mean_len = lines.iter().map(String::len).sum::<usize>() / lines.len();
-    println!("emf_line_bytes: {mean_len}");
-    println!("samples: {samples} x {n} lines");
-    println!(
-        "parse_aggregate_lines_per_s: {:.0} (range {})",
-        per_s(pa_m, n),
-        spread(&pa, n)
-    );
-    println!(
-        "serde_value_lines_per_s: {:.0} (range {})",
-        per_s(sj_m, n),
-        spread(&sj, n)
-    );
-    println!(
-        "parse_aggregate_vs_serde_value: {:.2}",
-        per_s(pa_m, n) / per_s(sj_m, n)
-    );
-    let ev = events * rounds;
-    println!(
-        "decode_batch_events_per_s: {:.0} (range {})",
-        per_s(de_m, ev),
-        spread(&de, ev)
-    );
-
-    println!("otlp_points: {}", series.len());
-    println!(
-        "otlp_proto_bytes_per_1000_points: {}",
-        proto.len() * 1000 / series.len()
-    );
-    let encode_rounds = if measuring { 50 } else { 1 };
-    for level in [1u32, 6, 9] {
-        let mut gz = Gzip::new(level);
-        let size = gz.compress(&proto).len();
-        assert!(
-            size > 0 && size < proto.len(),
-            "gzip -{level}: {size} bytes"
-        );
-        let mut times = Vec::new();
-        for _ in 0..samples {
-            let start = cpu_time();
-            for _ in 0..encode_rounds {
-                let bytes = black_box(request(black_box(&series))).encode_to_vec();
-                black_box(gz.compress(&bytes));
+fn run(bencher: Bencher, texts: Vec<String>) {
+    let config = Config::from_lookup(|_| None).0;
+    let input = lines(&texts);
+    let n = 1_000;
+    bencher
+        .counter(ItemsCount::new(n))
+        .with_inputs(|| {
+            let batch: Vec<LogLine> = input.iter().cycle().take(n).cloned().collect();
+            (Pipeline::new(&config, Box::new(|| NOW)), batch)
+        })
+        .bench_local_values(|(mut p, batch)| {
+            for line in batch {
+                p.line(line);
             }
-            times.push((cpu_time() - start) / encode_rounds);
-        }
-        let t = median(times);
-        println!(
-            "gzip{level}_bytes_per_1000_points: {}",
-            size * 1000 / series.len()
-        );
-        println!(
-            "gzip{level}_encode_us_per_1000_points: {:.0}",
-            t.as_secs_f64() * 1e6 * 1000.0 / series.len() as f64
-        );
+            black_box(p.drain(Drained::default()))
+        });
+}
+
+#[divan::bench]
+fn emf_lines(bencher: Bencher) {
+    run(bencher, emf());
+}
+
+#[divan::bench]
+fn plain_lines(bencher: Bencher) {
+    run(bencher, plain());
+}
+
+#[divan::bench]
+fn mixed_lines(bencher: Bencher) {
+    let e = emf();
+    let p = plain();
+    let mut mixed = Vec::new();
+    for (i, line) in e.iter().enumerate() {
+        mixed.push(line.clone());
+        mixed.extend(p.iter().skip(i % 2).take(9).cloned());
     }
+    run(bencher, mixed);
 }

@@ -145,10 +145,10 @@ run matrix-floor "$work/ext-floor" "$matrix_invocations" '{"lines":10}' 3
 
 # --- micro-benchmarks and sizes ----------------------------------------------------------------
 if [ "$quick" = 1 ]; then
-  : > "$work/pipeline.txt"
+  : > "$work/hotpath.txt"
 else
-  log "pipeline bench"
-  cargo bench --locked --bench pipeline > "$work/pipeline.txt"
+  log "hotpath bench"
+  cargo bench --locked --bench hotpath > "$work/hotpath.txt"
 fi
 
 # --- BENCHMARKS.md --------------------------------------------------------------------------------
@@ -298,13 +298,13 @@ target("CPU per 1,000 EMF lines (burst)", per_1000_lines, 1, "ms", "{:.3f}")
 
 # 5 + 7. pipeline bench
 pb = {}
-for line in open(os.path.join(work, "pipeline.txt")):
+for line in open(os.path.join(work, "hotpath.txt")):
     m = re.match(r"^(\w+): (.*)$", line.strip())
     if m:
         pb[m.group(1)] = m.group(2)
 s = ["## 5. Throughput of the hot path (one core, CPU time)", ""]
 if "parse_aggregate_lines_per_s" in pb:
-    s += ["\`cargo bench --bench pipeline\`: synthetic aws-embedded-metrics lines of " + pb.get("emf_line_bytes", "?") + " bytes, " + pb.get("samples", "") + " per sample; median (range min..max over samples).", "",
+    s += ["\`cargo bench --bench hotpath\`: synthetic aws-embedded-metrics lines of " + pb.get("emf_line_bytes", "?") + " bytes, " + pb.get("samples", "") + " per sample; median (range min..max over samples).", "",
           "| path | lines (events) per second per core |", "|---|---|",
           f"| EMF parse + aggregate | {pb['parse_aggregate_lines_per_s']} |",
           f"| serde_json::from_str::<Value> on the same lines (baseline) | {pb['serde_value_lines_per_s']} |",
@@ -312,7 +312,7 @@ if "parse_aggregate_lines_per_s" in pb:
           f"parse + aggregate runs at {pb['parse_aggregate_vs_serde_value']}x the speed of parsing the same lines into a serde_json Value.",
           "Encode + gzip per flush is in section 7."]
 else:
-    s.append("not measured: " + ("--quick skips cargo bench" if quick else "the pipeline bench printed nothing"))
+    s.append("not measured: " + ("--quick skips cargo bench" if quick else "the hotpath bench printed nothing"))
 sections.append(s)
 
 # 6. sizes
@@ -330,7 +330,7 @@ sections.append(s)
 # 7. wire
 s = ["## 7. Bytes on the wire per 1,000 data points", ""]
 if "otlp_proto_bytes_per_1000_points" in pb:
-    s += [f"A realistic flush: {pb['otlp_points']} series (two metrics x 500 customers, about 20 values each) as OTLP exponential histogram data points with the Lambda resource attributes, built by \`benches/pipeline.rs\` from the aggregator's histograms and encoded by \`export::metrics::metrics_request\`.", "",
+    s += [f"A realistic flush: {pb['otlp_points']} series (two metrics x 500 customers, about 20 values each) as OTLP exponential histogram data points with the Lambda resource attributes, built by \`benches/hotpath.rs\` from the aggregator's histograms and encoded by \`export::metrics::metrics_request\`.", "",
           "| encoding | bytes per 1,000 points | encode + compress, CPU per 1,000 points |", "|---|---|---|",
           f"| protobuf, no gzip | {pb['otlp_proto_bytes_per_1000_points']} | - |"]
     for lv in (1, 6, 9):
@@ -341,7 +341,7 @@ if "otlp_proto_bytes_per_1000_points" in pb:
           "Bytes cost the function's network time (and the backend's ingest); CPU is taken from the function too, once per flush. "
           f"Level 6 (\`export::gzip::LEVEL\`) takes {100*(b1-b6)/max(b1-b9,1):.0f}% of the saving level 9 gets over level 1, at {t6/max(t9,1e-9)*100:.0f}% of level 9's CPU."]
 else:
-    s.append("not measured: " + ("--quick skips cargo bench" if quick else "the pipeline bench printed nothing"))
+    s.append("not measured: " + ("--quick skips cargo bench" if quick else "the hotpath bench printed nothing"))
 reqs = [q for q in sink("burst")]
 if reqs:
     s.append("")
@@ -370,7 +370,7 @@ lines += ["## How", "",
           "- Each run: \`loupe-local --quiet --extensions-dir DIR --invocations N --payload '{\"lines\":L,\"ms\":T}' --report R.json -- floor runtime\`; the floor's runtime mode prints L EMF lines spread over T ms per invocation.",
           "- loupe gets \`OTEL_EXPORTER_OTLP_ENDPOINT\` pointing at a Python OTLP sink on 127.0.0.1 that answers 200 after the case's delay.",
           "- The report's per-extension \`initMs\`, \`usageAfterInit\` and \`usageAtShutdown\` (VmRSS, VmHWM, CPU ms) and per-invocation \`extensionOverheadMs\` are the raw data.",
-          "- \`cargo bench --bench pipeline\` gives sections 5 and 7; \`cargo bench\` runs every micro-benchmark."]
+          "- \`cargo bench --bench hotpath\` gives sections 5 and 7; \`cargo bench\` runs every micro-benchmark."]
 open(out, "w").write("\n".join(lines) + "\n")
 PY
 log "wrote $out"

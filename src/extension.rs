@@ -24,9 +24,10 @@ use crate::invocation::{self, Tracker, TrackerHandle, TrackerStats};
 use crate::lambda::client::{
     self, EventKind, ExtensionClient, InvokeEvent, NextEvent, Registration, ShutdownEvent,
 };
-use crate::lambda::listener::{self, Intake, LogReceiver, log_queue};
+use crate::lambda::listener::{self, Intake, log_queue};
 use crate::lambda::stats::{Stats, StatsSnapshot};
 use crate::lambda::subscribe::{self, Api, Subscription};
+use crate::pipeline::{self, PipelineHandle};
 
 /// Log lines queued towards the pipeline, at most.
 pub const LOG_QUEUE_LINES: usize = 8_192;
@@ -83,11 +84,29 @@ impl Flusher for NoFlush {
 
 /// Runs the extension until SHUTDOWN.
 pub async fn run(config: Config) -> ExitCode {
-    run_with(config, NoFlush).await
+    let flush_config = config.clone();
+    run_with_pipeline(config, move |pipeline| {
+        crate::flush::Flush::new(&flush_config, pipeline)
+    })
+    .await
 }
 
 /// Runs the extension with the given flusher.
-pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
+pub async fn run_with(config: Config, flusher: impl Flusher) -> ExitCode {
+    run_with_pipeline(config, |_| flusher).await
+}
+
+/// Runs the extension with a flusher built around the log pipeline's handle (its
+/// [`crate::batch::Source`]).
+pub async fn run_with_pipeline<F: Flusher>(
+    config: Config,
+    make_flusher: impl FnOnce(PipelineHandle) -> F,
+) -> ExitCode {
+    let stats = Arc::new(Stats::default());
+    let (logs, log_rx) = log_queue(LOG_QUEUE_LINES, LOG_QUEUE_BYTES);
+    // The task lives as long as a handle does: `pipeline` keeps it until this function returns.
+    let (pipeline, pipeline_task) = pipeline::spawn(&config, log_rx, stats.clone());
+    let mut flusher = make_flusher(pipeline.clone());
     let Some(base) = config.lambda.runtime_api.clone() else {
         log::error!("AWS_LAMBDA_RUNTIME_API is not set: loupe runs as a Lambda extension only");
         return ExitCode::FAILURE;
@@ -112,25 +131,16 @@ pub async fn run_with(config: Config, mut flusher: impl Flusher) -> ExitCode {
         registration.function_name.as_deref().unwrap_or("?")
     );
 
-    let stats = Arc::new(Stats::default());
     let (tracker, tracker_task) = invocation::spawn(Tracker::default());
     supervise("invocation tracker", tracker_task);
-    let (logs, log_rx) = log_queue(LOG_QUEUE_LINES, LOG_QUEUE_BYTES);
-    supervise(
-        "log line consumer",
-        tokio::spawn(count_log_lines(log_rx, stats.clone())),
-    );
+    supervise("log pipeline", pipeline_task);
 
     let bound = bind_listener(config.listener_port)
         .await
         .and_then(|socket| Ok((socket.local_addr()?.port(), socket)));
     let subscription = match bound {
         Ok((port, socket)) => {
-            let intake = Arc::new(Intake {
-                stats: stats.clone(),
-                platform: Box::new(tracker.clone()),
-                logs,
-            });
+            let intake = Arc::new(Intake::new(stats.clone(), Box::new(tracker.clone()), logs));
             supervise("telemetry listener", listener::spawn(socket, intake));
             log::debug!("telemetry listener on port {port}");
             subscribe::subscribe(&client, port, managed, config.extension_logs).await
@@ -304,14 +314,6 @@ struct Summary<'a> {
     next_errors: u64,
     tracker: Option<TrackerStats>,
     telemetry: StatsSnapshot,
-}
-
-/// Counts the log lines and bytes that reach the end of the queue (the log and metric pipeline
-/// takes this place).
-pub async fn count_log_lines(mut rx: LogReceiver, stats: Arc<Stats>) {
-    while let Some(line) = rx.recv().await {
-        stats.log_line_consumed(line.size);
-    }
 }
 
 /// The configured port, or a free one if it is taken.

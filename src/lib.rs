@@ -33,5 +33,9 @@ pub mod lambda;
 pub mod local;
 /// loupe's own log lines on stderr.
 pub mod logging;
+/// The log and metric pipeline: log lines in, series, events and counters out.
+pub mod pipeline;
+/// Platform metrics and invocation error events from the tracker's records.
+pub mod platform;
 /// The backend API key from Secrets Manager or SSM, SigV4-signed, without the AWS SDK.
 pub mod secrets;

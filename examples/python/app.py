@@ -57,6 +57,10 @@ def handler(event, context, metrics):
     for latency in _latencies(event):
         metrics.put_metric("DbWriteLatency", latency, "Milliseconds")
     metrics.set_property("requestId", http_request_id)
+    if user_id is not None:
+        # The user this request served: loupe puts it on this line's event and, if the
+        # invocation fails, on its error event.
+        metrics.set_property("userId", str(user_id))
 
     # An S3 object written on behalf of this HTTP request.
     object_key = event.get("objectKey")

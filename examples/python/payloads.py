@@ -13,7 +13,7 @@ import random
 CUSTOMERS = {"acme": 4.0, "globex": 12.0, "initech": 30.0}
 
 
-def payloads(count, seed, fail_every):
+def payloads(count, seed, fail_every, timeout_at=0, sleep_ms=1500):
     rng = random.Random(seed)
     for i in range(count):
         customer = rng.choice(sorted(CUSTOMERS))
@@ -35,6 +35,8 @@ def payloads(count, seed, fail_every):
             p["sentiment"] = "curses"
         if fail_every and (i + 1) % fail_every == 0:
             p["fail"] = True
+        if timeout_at and i + 1 == timeout_at:
+            p["sleepMs"] = sleep_ms
         yield p
 
 
@@ -43,8 +45,11 @@ def main():
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fail-every", type=int, default=10, help="every Nth request fails (0: never)")
+    ap.add_argument("--timeout-at", type=int, default=0,
+                    help="the Nth request sleeps --sleep-ms (past a short --timeout: a timeout)")
+    ap.add_argument("--sleep-ms", type=int, default=1500)
     args = ap.parse_args()
-    for p in payloads(args.count, args.seed, args.fail_every):
+    for p in payloads(args.count, args.seed, args.fail_every, args.timeout_at, args.sleep_ms):
         print(json.dumps(p, separators=(",", ":")))
 
 

@@ -12,6 +12,7 @@
 //! Go structs type `billedDurationMs` as a float).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -73,6 +74,11 @@ pub struct LogLine {
     pub record: LogRecord,
     /// Size of the record as it arrived (JSON text), for queue accounting.
     pub size: usize,
+    /// The request of the latest `platform.start` before this line in the stream, set by the
+    /// listener's [`Intake`](super::listener::Intake); `None` before the first start.
+    pub request_id: Option<Arc<str>>,
+    /// The trace id of that `platform.start`, when it carried a valid X-Ray header.
+    pub trace_id: Option<[u8; 16]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -539,6 +545,8 @@ pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeErr
                     source,
                     record,
                     size: bytes,
+                    request_id: None,
+                    trace_id: None,
                 }),
                 extra,
             ));
@@ -867,6 +875,8 @@ mod tests {
                 source: LogSource::Function,
                 record: LogRecord::Text("2024-05-01T12:00:00.122Z\tabc\tINFO\thello\n".into()),
                 size: 46,
+                request_id: None,
+                trace_id: None,
             })]
         );
         let (events, _) = one(

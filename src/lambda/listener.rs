@@ -10,8 +10,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,8 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::events::{Event, LogLine, Platform, PlatformEvent, decode_batch};
+use super::events::{Event, LogLine, Platform, PlatformEvent, Start, decode_batch};
 use super::stats::Stats;
+use crate::event::xray_trace_id;
 
 /// Bodies over this are drained, counted and dropped (Lambda sends at most `2 * maxBytes` plus
 /// metadata; loupe asks for 256 KiB batches and Lambda's ceiling is 1 MiB).
@@ -103,14 +104,56 @@ pub struct Intake {
     pub stats: Arc<Stats>,
     pub platform: Box<dyn PlatformSink>,
     pub logs: LogQueue,
+    /// The latest `platform.start` decoded, kept across batches, to annotate the log lines
+    /// that follow it.
+    pub latest_start: LatestStart,
+}
+
+/// The request id and trace id of the latest `platform.start` the intake decoded.
+#[derive(Debug, Default)]
+pub struct LatestStart(Mutex<Option<StartIds>>);
+
+/// A request id and, when its start carried a valid X-Ray header, its trace id.
+type StartIds = (Arc<str>, Option<[u8; 16]>);
+
+impl LatestStart {
+    fn set(&self, start: &Start) {
+        let trace = start
+            .tracing
+            .as_ref()
+            .and_then(|t| t.value.as_deref())
+            .and_then(xray_trace_id);
+        let value = Some((Arc::from(start.request_id.as_str()), trace));
+        // A panic while the lock was held cannot leave the pair half-written: take it anyway.
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+
+    fn get(&self) -> Option<StartIds> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl Intake {
-    /// Decodes one body and routes every event; never waits.
+    pub fn new(stats: Arc<Stats>, platform: Box<dyn PlatformSink>, logs: LogQueue) -> Intake {
+        Intake {
+            stats,
+            platform,
+            logs,
+            latest_start: LatestStart::default(),
+        }
+    }
+
+    /// Decodes one body and routes every event; never waits. Each log line is annotated with
+    /// the request of the latest `platform.start` before it (events in a batch are in order).
     pub fn accept(&self, body: &[u8]) {
+        let mut latest = self.latest_start.get();
         for event in decode_batch(body, &self.stats) {
             match event {
                 Event::Platform(p) => {
+                    if let Platform::Start(s) = &p.kind {
+                        self.latest_start.set(s);
+                        latest = self.latest_start.get();
+                    }
                     if let Platform::LogsDropped(d) = &p.kind {
                         self.stats.lambda_dropped(
                             d.dropped_records.unwrap_or(0),
@@ -127,7 +170,11 @@ impl Intake {
                         self.stats.platform_event_dropped();
                     }
                 }
-                Event::Log(line) => {
+                Event::Log(mut line) => {
+                    if let Some((request_id, trace_id)) = &latest {
+                        line.request_id = Some(request_id.clone());
+                        line.trace_id = *trace_id;
+                    }
                     if !self.logs.try_send(line) {
                         self.stats.log_line_dropped();
                     }
@@ -242,6 +289,8 @@ mod tests {
             source: super::super::events::LogSource::Function,
             record: LogRecord::Text(s.into()),
             size: s.len(),
+            request_id: None,
+            trace_id: None,
         }
     }
 
@@ -264,6 +313,7 @@ mod tests {
             stats: Arc::new(Stats::default()),
             platform: Box::new(collected.clone()),
             logs,
+            latest_start: LatestStart::default(),
         };
         intake.accept(
             br#"[{"time":"t","type":"function","record":"a"},
@@ -276,6 +326,43 @@ mod tests {
         assert_eq!(s.log_lines_dropped, 1);
         assert_eq!(s.lambda_dropped_records, 2);
         assert_eq!(s.lambda_dropped_bytes, 10);
+    }
+
+    #[tokio::test]
+    async fn log_lines_carry_the_latest_start_across_batches() {
+        let collected = Arc::new(Collect(Default::default()));
+        let (logs, mut rx) = log_queue(16, 1 << 20);
+        let intake = Intake::new(
+            Arc::new(Stats::default()),
+            Box::new(collected.clone()),
+            logs,
+        );
+        intake.accept(br#"[{"time":"t","type":"function","record":"before any start"}]"#);
+        intake.accept(
+            br#"[{"time":"t","type":"platform.start","record":{"requestId":"r1",
+                   "tracing":{"type":"X-Amzn-Trace-Id","value":"Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"}}},
+                 {"time":"t","type":"function","record":"in r1"},
+                 {"time":"t","type":"platform.start","record":{"requestId":"r2"}},
+                 {"time":"t","type":"function","record":"in r2"}]"#,
+        );
+        intake.accept(br#"[{"time":"t","type":"extension","record":"still r2"}]"#);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let line = rx.recv().await.expect("queued line");
+            got.push((
+                line.request_id.as_deref().map(str::to_string),
+                line.trace_id.map(|t| t[0]),
+            ));
+        }
+        assert_eq!(
+            got,
+            [
+                (None, None),
+                (Some("r1".to_string()), Some(0x57)),
+                (Some("r2".to_string()), None),
+                (Some("r2".to_string()), None),
+            ]
+        );
     }
 
     struct Panics;
@@ -312,6 +399,7 @@ mod tests {
             stats: Arc::new(Stats::default()),
             platform: Box::new(Panics),
             logs,
+            latest_start: LatestStart::default(),
         });
         let task = spawn(socket, intake.clone());
         let wait = Duration::from_secs(30);
@@ -340,6 +428,7 @@ mod tests {
             stats: Arc::new(Stats::default()),
             platform: Box::new(collected),
             logs,
+            latest_start: LatestStart::default(),
         });
         let task = spawn(socket, intake.clone());
         let big = format!("[{}]", "1,".repeat(MAX_BODY_BYTES / 2) + "1");

@@ -33,6 +33,11 @@ extension, serving the Runtime, Extensions, Telemetry and Logs APIs on 127.0.0.1
   --no-freeze                 do not SIGSTOP processes between invocations
   --report FILE               write a JSON report of the run
   --port PORT                 API port on 127.0.0.1 (default 0: any free port)
+  --receiver                  serve OTLP/HTTP on 127.0.0.1 and summarise what arrives; sets
+                              LOUPE_BACKEND_URL for the sandbox unless it is already set
+  --receiver-port PORT        the receiver's port (default 0: any free port)
+  --threshold LIST            report the share of histogram values above each of these
+                              (comma separated, in the metric's unit; default 5,10,100)
   --quiet                     do not echo function and extension output to stderr
   -h, --help                  this text
 ";
@@ -88,6 +93,10 @@ pub struct Options {
     pub report: Option<PathBuf>,
     pub port: u16,
     pub quiet: bool,
+    /// Serve an OTLP/HTTP receiver.
+    pub receiver: bool,
+    pub receiver_port: u16,
+    pub thresholds: Vec<f64>,
 }
 
 /// Telemetry API schema versions Lambda accepts.
@@ -117,6 +126,9 @@ impl Default for Options {
             report: None,
             port: 0,
             quiet: false,
+            receiver: false,
+            receiver_port: 0,
+            thresholds: vec![5.0, 10.0, 100.0],
         }
     }
 }
@@ -179,6 +191,11 @@ pub fn parse(args: &[String]) -> Result<Options, ArgsError> {
             }
             "--quiet" => {
                 o.quiet = true;
+                i += 1;
+                continue;
+            }
+            "--receiver" => {
+                o.receiver = true;
                 i += 1;
                 continue;
             }
@@ -269,6 +286,22 @@ pub fn parse(args: &[String]) -> Result<Options, ArgsError> {
             }
             "--report" => o.report = Some(PathBuf::from(v)),
             "--port" => o.port = number(name, v)?,
+            "--receiver-port" => {
+                o.receiver_port = number(name, v)?;
+                o.receiver = true;
+            }
+            "--threshold" => {
+                let list: Result<Vec<f64>, _> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse::<f64>)
+                    .collect();
+                match list {
+                    Ok(l) if l.iter().all(|t| t.is_finite()) => o.thresholds = l,
+                    _ => return Err(bad(name, v, "numbers, comma separated")),
+                }
+            }
             "--function-name" | "--region" => return Err(bad(name, v, "a non-empty name")),
             _ => return Err(ArgsError::Unknown(name.to_string())),
         }
@@ -367,6 +400,26 @@ mod tests {
         assert_eq!(o.telemetry_schemas, vec!["2022-12-13".to_string()]);
         assert!(o.managed_instances && !o.freeze && o.quiet);
         assert_eq!(o.port, 9001);
+        assert!(!o.receiver);
+        assert_eq!(o.thresholds, vec![5.0, 10.0, 100.0]);
+    }
+
+    #[test]
+    fn receiver_switches() {
+        let o = parse(&args(&["--receiver", "--threshold", "1, 2.5", "--", "rt"])).unwrap();
+        assert!(o.receiver);
+        assert_eq!((o.receiver_port, o.thresholds), (0, vec![1.0, 2.5]));
+        let o = parse(&args(&["--receiver-port", "4318", "--", "rt"])).unwrap();
+        assert!(o.receiver && o.receiver_port == 4318);
+        for bad in ["x", "1,inf", "5,,y"] {
+            assert!(
+                matches!(
+                    parse(&args(&["--threshold", bad, "--", "rt"])),
+                    Err(ArgsError::BadValue { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

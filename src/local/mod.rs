@@ -61,6 +61,10 @@
 //!   log format, no freeze. Invocations run one at a time (concurrency 1;
 //!   `AWS_LAMBDA_MAX_CONCURRENCY=1` is set, so the Python runtime client runs one worker).
 //!
+//! - Backend (`--receiver`): an OTLP/HTTP receiver on 127.0.0.1 ([`receiver`]) stands in for
+//!   the backend; `LOUPE_BACKEND_URL` points at it unless the caller set it, and the summary and
+//!   the report's `receiver` section show what arrived.
+//!
 //! # Where it differs
 //! - No internal extensions: a register call whose name matches no started extension is refused
 //!   (403 `Extension.InvalidExtensionName`) instead of being taken as an internal extension.
@@ -83,6 +87,7 @@ macro_rules! say {
 pub mod api;
 pub mod args;
 pub mod process;
+pub mod receiver;
 pub mod records;
 pub mod report;
 pub mod sandbox;
@@ -107,6 +112,8 @@ pub enum Error {
     BadPayload { path: String, line: usize },
     #[error("cannot serve the APIs on 127.0.0.1: {0}")]
     Bind(std::io::Error),
+    #[error("cannot serve the OTLP receiver on 127.0.0.1: {0}")]
+    Receiver(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write the report to {path}: {source}")]
@@ -115,6 +122,9 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// The variable `--receiver` sets for the sandbox: where loupe sends OTLP.
+pub const BACKEND_VAR: &str = "LOUPE_BACKEND_URL";
 
 /// Non-empty lines of a payloads file, each checked to be JSON.
 pub fn read_payloads(path: &Path) -> Result<Vec<String>, Error> {
@@ -160,7 +170,7 @@ pub fn run(argv: &[String]) -> i32 {
 }
 
 fn try_run(argv: &[String]) -> Result<(), Error> {
-    let opts = args::parse(argv)?;
+    let mut opts = args::parse(argv)?;
     let payloads = match &opts.payloads {
         args::PayloadSource::Fixed(p) => vec![p.clone()],
         args::PayloadSource::File(path) => read_payloads(path)?,
@@ -173,8 +183,27 @@ fn try_run(argv: &[String]) -> Result<(), Error> {
         let (tx, rx) = mpsc::channel(256);
         let addr = api::serve(opts.port, tx).await.map_err(Error::Bind)?;
         say!("loupe-local: APIs on {addr}");
+        let receiver = if opts.receiver {
+            let rx = receiver::serve(opts.receiver_port)
+                .await
+                .map_err(Error::Receiver)?;
+            say!("loupe-local: OTLP receiver on http://{}", rx.addr);
+            let set = |k: &str| {
+                opts.env.iter().any(|(name, _)| name == k) || std::env::var_os(k).is_some()
+            };
+            if !set(BACKEND_VAR) {
+                opts.env
+                    .push((BACKEND_VAR.to_string(), format!("http://{}", rx.addr)));
+            }
+            Some(rx)
+        } else {
+            None
+        };
         let report_path = opts.report.clone();
-        let report = sandbox::Sandbox::new(opts, payloads, addr, rx).run().await;
+        let thresholds = opts.thresholds.clone();
+        let mut report = sandbox::Sandbox::new(opts, payloads, addr, rx).run().await;
+        // The extensions have exited: every request they sent has been answered.
+        report.receiver = receiver.map(|r| r.report(&thresholds));
         Ok::<_, Error>((report, report_path))
     })?;
     let (report, path) = report;

@@ -32,6 +32,9 @@ pub struct RunReport {
     pub refused_dropped: u64,
     /// Freezes whose SIGSTOP was seen to take effect on every process.
     pub freezes: u64,
+    /// What the OTLP receiver got (`--receiver`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<super::receiver::ReceiverReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -237,6 +240,9 @@ pub fn summary(r: &RunReport) -> String {
             "telemetry to {} ({:?}): {} records delivered, {} dropped\n",
             c.extension, c.api, c.counters.delivered_records, c.counters.dropped_records
         ));
+    }
+    if let Some(rx) = &r.receiver {
+        out.push_str(&super::receiver::summary(rx));
     }
     out
 }

@@ -1,30 +1,18 @@
 //! A small run of the demo flow end to end: the sample function under loupe-local with loupe as
 //! its extension and `--receiver` as its backend. What loupe sends must arrive well formed.
+
 #![cfg(feature = "local")]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use support::python::python;
+
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("LOUPE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(MANIFEST).join(".venv/bin/python"));
-    let p = if p.is_relative() {
-        Path::new(MANIFEST).join(p)
-    } else {
-        p
-    };
-    assert!(
-        p.exists(),
-        "no Python at {}: run bash scripts/setup.sh (or set LOUPE_TEST_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 const PAYLOADS: [&str; 4] = [
     r#"{"requestId":"h1","customer":"acme","dbLatencyMs":[3,12],"objectKey":"a/1.json","sentiment":"thanks","userId":"u1"}"#,

@@ -2,7 +2,12 @@
 //! sample function: loupe registers, subscribes, follows every invocation (Text and JSON log
 //! formats, with and without `LOUPE_FLUSH=end`, with the sandbox frozen between invocations) and
 //! exits 0 on SHUTDOWN. loupe's own lines come back in loupe-local's JSON report.
+
 #![cfg(feature = "local")]
+
+mod support;
+
+use support::python::python;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,23 +15,6 @@ use std::process::Command;
 use serde_json::Value;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("LOUPE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(MANIFEST).join(".venv/bin/python"));
-    let p = if p.is_relative() {
-        Path::new(MANIFEST).join(p)
-    } else {
-        p
-    };
-    assert!(
-        p.exists(),
-        "no Python at {} (set LOUPE_TEST_PYTHON or run `bash scripts/setup.sh`)",
-        p.display()
-    );
-    p
-}
 
 /// A fresh directory under the target dir holding only `loupe` (Lambda runs every file of
 /// /opt/extensions; the extension name is the file name).

@@ -6,7 +6,12 @@
 //! Each test waits on loupe-local's exit (it ends by itself after the invocations and SHUTDOWN),
 //! then reads its JSON report and loupe's log lines, which loupe-local echoes on stderr as
 //! `[loupe] loupe LEVEL ...`.
+
 #![cfg(feature = "local")]
+
+mod support;
+
+use support::python::python;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,23 +22,6 @@ use serde_json::Value;
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 /// Lambda's shutdown window with external extensions.
 const SHUTDOWN_WINDOW_MS: f64 = 2000.0;
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("LOUPE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(MANIFEST).join(".venv/bin/python"));
-    let p = if p.is_relative() {
-        Path::new(MANIFEST).join(p)
-    } else {
-        p
-    };
-    assert!(
-        p.exists(),
-        "no Python at {}: run bash scripts/setup.sh (or set LOUPE_TEST_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 struct Run {
     stdout: String,

@@ -2,31 +2,19 @@
 //! standard-library extension (tests/fixtures/extensions/test-ext) records what it was sent.
 //! Every test waits on loupe-local's exit (it ends by itself: invocations, then SHUTDOWN), then
 //! reads the extension's file and the JSON report.
+
 #![cfg(feature = "local")]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use support::python::python;
+
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("LOUPE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(MANIFEST).join(".venv/bin/python"));
-    let p = if p.is_relative() {
-        Path::new(MANIFEST).join(p)
-    } else {
-        p
-    };
-    assert!(
-        p.exists(),
-        "no Python at {} (set LOUPE_TEST_PYTHON or run `bash scripts/setup.sh`)",
-        p.display()
-    );
-    p
-}
 
 struct Run {
     stdout: String,

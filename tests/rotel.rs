@@ -3,7 +3,12 @@
 //! exponential histogram, gzip them, and POST them with loupe's `HttpSender` to rotel's OTLP/HTTP
 //! receiver. rotel prints what it decoded (`--debug-log`, detailed) and forwards it over OTLP/HTTP
 //! to loupe-local's receiver; the test reads both back.
+
 #![cfg(feature = "local")]
+
+mod support;
+
+use support::python::python;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,25 +31,7 @@ use loupe::export::proto::metrics::v1::{
 };
 use loupe::local::receiver;
 
-const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const WAIT: Duration = Duration::from_secs(20);
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("LOUPE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(MANIFEST).join(".venv/bin/python"));
-    let p = if p.is_relative() {
-        Path::new(MANIFEST).join(p)
-    } else {
-        p
-    };
-    assert!(
-        p.exists(),
-        "no Python at {}: run bash scripts/setup.sh (or set LOUPE_TEST_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 /// The collector binary the `rotel` package ships.
 fn rotel_agent() -> PathBuf {

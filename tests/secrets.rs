@@ -1,6 +1,10 @@
 //! The API key from Secrets Manager and SSM, against a fake AWS endpoint on 127.0.0.1 that checks
 //! every signature with botocore's signer (tests/fixtures/fake_aws.py).
 
+mod support;
+
+use support::python::python;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,11 +12,6 @@ use std::time::Duration;
 
 use loupe::export::http::HttpSender;
 use loupe::secrets::{ApiKeySource, SecretError, fetch_api_key};
-
-fn python() -> String {
-    std::env::var("LOUPE_TEST_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_string())
-}
 
 struct FakeAws {
     child: Child,

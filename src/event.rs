@@ -152,44 +152,6 @@ impl Event {
             attributes: Vec::new(),
         }
     }
-
-    /// A rough size in bytes, for batch limits.
-    pub fn approx_size(&self) -> usize {
-        let body = match &self.body {
-            Body::None => 0,
-            Body::Text(s) => s.len(),
-            Body::Json(v) => json_size(v),
-        };
-        let attrs: usize = self
-            .attributes
-            .iter()
-            .map(|(k, v)| {
-                k.len()
-                    + match v {
-                        AttrValue::Str(s) => s.len(),
-                        AttrValue::Json(v) => json_size(v),
-                        _ => 8,
-                    }
-                    + 8
-            })
-            .sum();
-        64 + body + attrs + self.request_id.as_ref().map_or(0, |r| r.len())
-    }
-}
-
-fn json_size(v: &Value) -> usize {
-    match v {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 12,
-        Value::String(s) => s.len() + 2,
-        Value::Array(a) => 2 + a.iter().map(json_size).sum::<usize>(),
-        Value::Object(o) => {
-            2 + o
-                .iter()
-                .map(|(k, v)| k.len() + 4 + json_size(v))
-                .sum::<usize>()
-        }
-    }
 }
 
 /// The trace id of an X-Ray header value (`Root=1-5759e988-bd862e3fe1be46a994272793;...`): the

@@ -17,8 +17,10 @@
 //!   so only the record's own id counts there. The trace id is that start's, when the line
 //!   belongs to it.
 //! * **Severity**: the prefix's level or JSON `level`, else unspecified.
-//! * **EMF**: a valid line feeds the aggregator and becomes one `Emf` event whose attributes are
-//!   its properties plus `aws.emf.metric_names`; a rejected line is counted per reason
+//! * **EMF**: a valid line feeds the aggregator and becomes one `Emf` event without a body: its
+//!   attributes are the line's root members but `_aws` (properties, then dimension values, then
+//!   metric values, each key once) plus `aws.emf.metric_names`, so nothing travels twice; a
+//!   rejected line is counted per reason
 //!   (`loupe.emf.rejected{reason}`) and still travels as a `Log` event with the attribute
 //!   `loupe.emf.rejected` (the reason codes, comma-separated).
 //! * **Log lines**: the body is the line as printed (without its trailing newline), or, for a
@@ -50,7 +52,7 @@ use crate::aggregate::Aggregator;
 use crate::batch::{self, Batch, Counter};
 use crate::clock::parse_rfc3339_ms;
 use crate::config::Config;
-use crate::emf::{self, ParseOptions, Reason, Record, Verdict};
+use crate::emf::{self, ParseOptions, Reason, Record, Samples, Verdict};
 use crate::event::{AttrValue, Body, Event, Kind, Severity};
 use crate::invocation::Drained;
 use crate::lambda::events::{LogLine, LogRecord, LogSource};
@@ -356,9 +358,25 @@ impl Pipeline {
                         }
                         warnings.push_str(w.as_str());
                     }
-                    attributes.reserve(emf_line.properties.len() + 2);
+                    attributes.reserve(emf_line.properties.len() + 2 * emf_line.points.len() + 2);
                     for (k, v) in emf_line.properties {
                         attributes.push((k.into_owned(), AttrValue::from(v)));
+                    }
+                    // Then the dimension values and the metric values, once per key: with the
+                    // properties they are every root member of the line but `_aws`, so the event
+                    // needs no body (the line itself would carry all of it a second time).
+                    let first = attributes.len();
+                    for p in &emf_line.points {
+                        for (k, v) in &p.dimensions {
+                            if !has_key(attributes.get(first..).unwrap_or_default(), k) {
+                                attributes.push((k.to_string(), AttrValue::Str(v.to_string())));
+                            }
+                        }
+                    }
+                    for p in &emf_line.points {
+                        if !has_key(attributes.get(first..).unwrap_or_default(), &p.name) {
+                            attributes.push((p.name.to_string(), samples_value(&p.samples)));
+                        }
                     }
                     attributes.push(("aws.emf.metric_names".into(), AttrValue::Json(names)));
                     if !warnings.is_empty() {
@@ -395,7 +413,12 @@ impl Pipeline {
         }
         event.request_id = request_id;
         event.trace_id = trace_id;
-        let body = self.set_body(&mut event, record, size);
+        let body = if kind == Kind::Emf {
+            // The attributes hold every member of the line but its `_aws` metadata.
+            (0, false)
+        } else {
+            self.set_body(&mut event, record, size)
+        };
         self.push(event, body);
     }
 
@@ -610,10 +633,36 @@ fn truncate_at_char(s: &mut String, cap: usize) -> bool {
     true
 }
 
-/// A cheap size estimate for the pending-bytes cap: fixed overhead, body, attributes (an EMF
-/// event's properties are part of its line, so they count as the body's size once more).
+/// Whether `attrs` has an attribute named `key`.
+fn has_key(attrs: &[(String, AttrValue)], key: &str) -> bool {
+    attrs.iter().any(|(k, _)| k == key)
+}
+
+/// A metric's values as an attribute: one number as itself, several as an array, the
+/// `{Values, Counts}` and `{Max, Min, Sum, Count}` forms as the objects they were written as.
+fn samples_value(samples: &Samples) -> AttrValue {
+    match samples {
+        Samples::Values(v) => match v.as_slice() {
+            [one] => AttrValue::Float(*one),
+            many => AttrValue::Json(Value::from(many.to_vec())),
+        },
+        Samples::Weighted(w) => {
+            let (values, counts): (Vec<f64>, Vec<u64>) = w.iter().copied().unzip();
+            AttrValue::Json(serde_json::json!({"Values": values, "Counts": counts}))
+        }
+        Samples::Stats {
+            min,
+            max,
+            sum,
+            count,
+        } => {
+            AttrValue::Json(serde_json::json!({"Max": max, "Min": min, "Sum": sum, "Count": count}))
+        }
+    }
+}
+
+/// A cheap size estimate for the pending-bytes cap: fixed overhead, body, attributes.
 fn event_size(e: &Event, body_bytes: usize) -> usize {
-    let properties = if e.kind == Kind::Emf { body_bytes } else { 0 };
     let attrs: usize = e
         .attributes
         .iter()
@@ -626,7 +675,7 @@ fn event_size(e: &Event, body_bytes: usize) -> usize {
                 }
         })
         .sum();
-    64 + body_bytes + properties + attrs + e.request_id.as_ref().map_or(0, String::len)
+    64 + body_bytes + attrs + e.request_id.as_ref().map_or(0, String::len)
 }
 
 fn ms_to_ns(ms: i64) -> u64 {
@@ -926,7 +975,21 @@ mod tests {
         let e = &b.events[0];
         assert_eq!(e.kind, Kind::Emf);
         assert_eq!(e.request_id.as_deref(), Some("r1"));
-        assert_eq!(e.body, Body::Text(l));
+        // No body: the attributes carry every member of the line but `_aws`, once.
+        assert_eq!(e.body, Body::None);
+        let keys: Vec<&str> = e.attributes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "userId",
+                "objectKey",
+                "service",
+                "Latency",
+                "aws.emf.metric_names",
+                "enduser.id"
+            ],
+            "{l}"
+        );
         assert_eq!(attr(e, "userId"), Some(&AttrValue::Str("u-1".into())));
         assert_eq!(
             attr(e, "objectKey"),
@@ -937,12 +1000,55 @@ mod tests {
             attr(e, "aws.emf.metric_names"),
             Some(&AttrValue::Json(serde_json::json!(["Latency"])))
         );
-        // Neither the metric value nor the dimension is a property.
-        assert_eq!(attr(e, "Latency"), None);
-        assert_eq!(attr(e, "service"), None);
+        assert_eq!(attr(e, "Latency"), Some(&AttrValue::Float(12.5)));
+        assert_eq!(attr(e, "service"), Some(&AttrValue::Str("orders".into())));
         assert_eq!(counter(&b, "loupe.emf.accepted", None), 2);
         assert_eq!(counter(&b, "loupe.log.lines", None), 2);
         assert_eq!(p.user_of("r1"), Some("u-1"));
+    }
+
+    #[test]
+    fn emf_event_attributes_cover_every_member_once() {
+        let mut p = pipeline(false);
+        let line = format!(
+            r#"{{"_aws":{{"Timestamp":{NOW},"CloudWatchMetrics":[{{"Namespace":"shop","Dimensions":[["service"],["service","route"]],"Metrics":[{{"Name":"Latency"}},{{"Name":"Sizes"}},{{"Name":"Hist"}},{{"Name":"Agg"}}]}}]}},"service":"orders","route":"/buy","Latency":[1,2],"Sizes":{{"Values":[3,4],"Counts":[1,2]}},"Hist":7,"Agg":{{"Max":9,"Min":1,"Sum":10,"Count":2}},"tags":["a"]}}"#
+        );
+        p.line(text(&line, None));
+        let b = p.drain(Drained::default());
+        let [e] = b.events.as_slice() else {
+            panic!("{:?}", b.events)
+        };
+        assert_eq!((e.kind, &e.body), (Kind::Emf, &Body::None));
+        let keys: Vec<&str> = e.attributes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "tags",
+                "service",
+                "route",
+                "Latency",
+                "Sizes",
+                "Hist",
+                "Agg",
+                "aws.emf.metric_names"
+            ]
+        );
+        let json = |k| match attr(e, k) {
+            Some(AttrValue::Json(v)) => v.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(json("tags"), serde_json::json!(["a"]));
+        assert_eq!(json("Latency"), serde_json::json!([1.0, 2.0]));
+        assert_eq!(
+            json("Sizes"),
+            serde_json::json!({"Values": [3.0, 4.0], "Counts": [1, 2]})
+        );
+        assert_eq!(
+            json("Agg"),
+            serde_json::json!({"Max": 9.0, "Min": 1.0, "Sum": 10.0, "Count": 2})
+        );
+        assert_eq!(attr(e, "Hist"), Some(&AttrValue::Float(7.0)));
+        assert_eq!(attr(e, "route"), Some(&AttrValue::Str("/buy".into())));
     }
 
     #[test]
@@ -1062,7 +1168,9 @@ mod tests {
             attr(&b.events[0], "loupe.truncated"),
             Some(&AttrValue::Bool(true))
         );
-        assert_eq!(counter(&b, "loupe.events.truncated", None), 2);
+        // An EMF event has no body to truncate.
+        assert_eq!(attr(&b.events[1], "loupe.truncated"), None);
+        assert_eq!(counter(&b, "loupe.events.truncated", None), 1);
         assert_eq!(counter(&b, "loupe.events.dropped", Some("count")), 1);
         // The dropped event's metrics still count.
         assert_eq!(b.series[0].histogram.count(), 2);

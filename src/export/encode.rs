@@ -11,7 +11,7 @@ use prost::Message;
 use super::gzip::Gzip;
 use super::metrics::{Point, metrics_request};
 use super::ndjson;
-use super::otlp::{Signal, logs_request};
+use super::otlp::{Signal, encode_logs};
 use super::proto::resource::v1::Resource;
 use crate::config::{Protocol, Temporality};
 use crate::event::Event;
@@ -78,6 +78,8 @@ pub struct Encoder {
     temporality: Temporality,
     gzip: Gzip,
     max_bytes: usize,
+    /// The uncompressed bytes of the request being built, reused from one request to the next.
+    raw: Vec<u8>,
 }
 
 #[derive(Clone, Copy)]
@@ -98,6 +100,7 @@ impl Encoder {
             temporality,
             gzip: Gzip::default(),
             max_bytes: max_bytes.max(64),
+            raw: Vec::new(),
         }
     }
 
@@ -115,14 +118,21 @@ impl Encoder {
                 let t = self.temporality;
                 if !points.is_empty() {
                     let items: Vec<Item<'_>> = points.iter().map(Item::Point).collect();
-                    self.split(Target::Metrics, &items, out, &mut oversized, &mut |i| {
-                        metrics_request(resource, &points_of(i), t).encode_to_vec()
-                    });
+                    self.split(
+                        Target::Metrics,
+                        &items,
+                        out,
+                        &mut oversized,
+                        &mut |i, raw| {
+                            // Encoding into a Vec cannot fail: it grows as needed.
+                            let _ = metrics_request(resource, &points_of(i), t).encode(raw);
+                        },
+                    );
                 }
                 for chunk in events.chunks(MAX_EVENTS_PER_REQUEST) {
                     let items: Vec<Item<'_>> = chunk.iter().map(Item::Event).collect();
-                    self.split(Target::Logs, &items, out, &mut oversized, &mut |i| {
-                        logs_request(resource, &events_of(i)).encode_to_vec()
+                    self.split(Target::Logs, &items, out, &mut oversized, &mut |i, raw| {
+                        encode_logs(resource, &events_of(i), raw)
                     });
                 }
             }
@@ -149,8 +159,8 @@ impl Encoder {
                         end += 1;
                     }
                     let chunk = items.get(start..end).unwrap_or(&[]);
-                    self.split(Target::Ndjson, chunk, out, &mut oversized, &mut |i| {
-                        ndjson::encode(&head, &points_of(i), &events_of(i), t)
+                    self.split(Target::Ndjson, chunk, out, &mut oversized, &mut |i, raw| {
+                        ndjson::encode(&head, &points_of(i), &events_of(i), t, raw)
                     });
                     start = end;
                 }
@@ -165,19 +175,20 @@ impl Encoder {
         items: &[Item<'_>],
         out: &mut Vec<Encoded>,
         oversized: &mut Oversized,
-        encode: &mut dyn FnMut(&[Item<'_>]) -> Vec<u8>,
+        encode: &mut dyn FnMut(&[Item<'_>], &mut Vec<u8>),
     ) {
         if items.is_empty() {
             return;
         }
-        let raw = encode(items);
-        let body = self.gzip.compress(&raw);
+        self.raw.clear();
+        encode(items, &mut self.raw);
+        let body = self.gzip.compress(&self.raw);
         if body.len() <= self.max_bytes && !body.is_empty() {
             let (points, events) = count(items);
             out.push(Encoded {
                 target,
                 body: Bytes::from(body),
-                raw_bytes: raw.len(),
+                raw_bytes: self.raw.len(),
                 points,
                 events,
                 attempts: 0,
@@ -201,7 +212,7 @@ fn count(items: &[Item<'_>]) -> (u64, u64) {
     (points, items.len() as u64 - points)
 }
 
-// The encoders take owned slices; the clones are of one request's items.
+// The metrics encoder takes owned points; the clones are of one request's points (few).
 fn points_of(items: &[Item<'_>]) -> Vec<Point> {
     items
         .iter()
@@ -212,11 +223,11 @@ fn points_of(items: &[Item<'_>]) -> Vec<Point> {
         .collect()
 }
 
-fn events_of(items: &[Item<'_>]) -> Vec<Event> {
+fn events_of<'a>(items: &[Item<'a>]) -> Vec<&'a Event> {
     items
         .iter()
         .filter_map(|i| match i {
-            Item::Event(e) => Some((*e).clone()),
+            Item::Event(e) => Some(*e),
             Item::Point(_) => None,
         })
         .collect()

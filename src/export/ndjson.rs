@@ -108,22 +108,22 @@ pub fn push_line(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-/// The lines of one request: the resource, then the points, then the events.
+/// Appends the lines of one request to `out`: the resource, then the points, then the events.
 pub fn encode(
     resource: &Value,
     points: &[Point],
-    events: &[Event],
+    events: &[&Event],
     temporality: Temporality,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 * (points.len() + events.len() + 1));
-    push_line(&mut out, resource);
+    out: &mut Vec<u8>,
+) {
+    out.reserve(256 * (points.len() + events.len() + 1));
+    push_line(out, resource);
     for p in points {
-        push_line(&mut out, &metric_line(p, temporality));
+        push_line(out, &metric_line(p, temporality));
     }
     for e in events {
-        push_line(&mut out, &event_line(e));
+        push_line(out, &event_line(e));
     }
-    out
 }
 
 fn attr_json(v: &AttrValue) -> Value {
@@ -207,7 +207,9 @@ mod tests {
         e.body = Body::Text("hello \"quoted\"\nline".into());
         e.attributes.push(("n".into(), AttrValue::Int(3)));
         let r = resource_line(&resource(&env, Some("123")));
-        let bytes = encode(&r, &[p, c], &[e], Temporality::Delta);
+        let mut bytes = b"kept".to_vec();
+        encode(&r, &[p, c], &[&e], Temporality::Delta, &mut bytes);
+        assert_eq!(bytes.drain(..4).as_slice(), b"kept", "appends");
         let text = String::from_utf8(bytes).expect("utf-8");
         let lines: Vec<Value> = text
             .lines()

@@ -1,10 +1,12 @@
 //! OTLP encoding: events as log records, the sandbox as a resource, per the OpenTelemetry
 //! semantic conventions for FaaS and AWS Lambda.
 //!
-//! In: [`Event`]s and the [`LambdaEnv`]. Out: protobuf request messages, ready to `encode_to_vec`.
-//! Pure functions.
+//! In: [`Event`]s and the [`LambdaEnv`]. Out: the protobuf bytes of a logs request, written
+//! straight from the events by [`encode_logs`] (no intermediate messages, nothing copied), and
+//! the same request as prost messages ([`logs_request`]) for tests and tools. Pure functions.
 
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use super::proto::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use super::proto::collector::metrics::v1::ExportMetricsServiceResponse;
@@ -81,6 +83,253 @@ pub fn logs_request(resource: &Resource, events: &[Event]) -> ExportLogsServiceR
             }],
             schema_url: String::new(),
         }],
+    }
+}
+
+/// Writes the protobuf bytes of `logs_request(resource, events)` into `out`, straight from the
+/// events: the same bytes, without building (and copying into) the prost messages.
+pub fn encode_logs(resource: &Resource, events: &[&Event], out: &mut Vec<u8>) {
+    let scope = scope();
+    let records: Vec<usize> = events.iter().map(|e| record_len(e)).collect();
+    let scope_logs = prost::encoding::message::encoded_len(1, &scope)
+        + records.iter().map(|&n| field_len(2, n)).sum::<usize>();
+    let resource_logs =
+        prost::encoding::message::encoded_len(1, resource) + field_len(2, scope_logs);
+    out.reserve(field_len(1, resource_logs));
+    // ExportLogsServiceRequest.resource_logs
+    header(1, resource_logs, out);
+    prost::encoding::message::encode(1, resource, out);
+    // ResourceLogs.scope_logs
+    header(2, scope_logs, out);
+    prost::encoding::message::encode(1, &scope, out);
+    for (e, &len) in events.iter().zip(&records) {
+        // ScopeLogs.log_records
+        header(2, len, out);
+        write_record(e, out);
+    }
+}
+
+/// A length-delimited field of `len` bytes, key and length included.
+fn field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn header(tag: u32, len: usize, out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+fn string_field(tag: u32, s: &str, out: &mut Vec<u8>) {
+    header(tag, s.len(), out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A value as [`attr_value`] or [`json_value`] would make it, borrowed.
+#[derive(Clone, Copy)]
+enum ValueRef<'a> {
+    Str(&'a str),
+    Attr(&'a AttrValue),
+    Json(&'a serde_json::Value),
+}
+
+/// The AnyValue fields of one value (the message's content, without its own key and length).
+fn any_len(v: ValueRef<'_>) -> usize {
+    use serde_json::Value;
+    match v {
+        ValueRef::Str(s) => field_len(1, s.len()),
+        ValueRef::Attr(a) => match a {
+            AttrValue::Str(s) => field_len(1, s.len()),
+            AttrValue::Bool(_) => key_len(2) + 1,
+            AttrValue::Int(i) => key_len(3) + encoded_len_varint(*i as u64),
+            AttrValue::Float(_) => key_len(4) + 8,
+            AttrValue::Json(j) => any_len(ValueRef::Json(j)),
+        },
+        ValueRef::Json(j) => match j {
+            Value::Null => 0,
+            Value::Bool(_) => key_len(2) + 1,
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => key_len(3) + encoded_len_varint(i as u64),
+                None => key_len(4) + 8,
+            },
+            Value::String(s) => field_len(1, s.len()),
+            Value::Array(a) => field_len(5, array_len(a)),
+            Value::Object(o) => field_len(6, object_len(o)),
+        },
+    }
+}
+
+fn array_len(a: &[serde_json::Value]) -> usize {
+    a.iter()
+        .map(|v| field_len(1, any_len(ValueRef::Json(v))))
+        .sum()
+}
+
+fn object_len(o: &serde_json::Map<String, serde_json::Value>) -> usize {
+    o.iter()
+        .map(|(k, v)| field_len(1, kv_len(k, ValueRef::Json(v))))
+        .sum()
+}
+
+/// A KeyValue's content; an empty key is left out, as proto3 does.
+fn kv_len(key: &str, v: ValueRef<'_>) -> usize {
+    let key = if key.is_empty() {
+        0
+    } else {
+        field_len(1, key.len())
+    };
+    key + field_len(2, any_len(v))
+}
+
+fn write_any(v: ValueRef<'_>, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    let int = |i: i64, out: &mut Vec<u8>| {
+        encode_key(3, WireType::Varint, out);
+        encode_varint(i as u64, out);
+    };
+    let float = |f: f64, out: &mut Vec<u8>| {
+        encode_key(4, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&f.to_le_bytes());
+    };
+    let boolean = |b: bool, out: &mut Vec<u8>| {
+        encode_key(2, WireType::Varint, out);
+        out.push(u8::from(b));
+    };
+    match v {
+        ValueRef::Str(s) => string_field(1, s, out),
+        ValueRef::Attr(a) => match a {
+            AttrValue::Str(s) => string_field(1, s, out),
+            AttrValue::Bool(b) => boolean(*b, out),
+            AttrValue::Int(i) => int(*i, out),
+            AttrValue::Float(f) => float(*f, out),
+            AttrValue::Json(j) => write_any(ValueRef::Json(j), out),
+        },
+        ValueRef::Json(j) => match j {
+            Value::Null => {}
+            Value::Bool(b) => boolean(*b, out),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => int(i, out),
+                None => float(n.as_f64().unwrap_or(f64::NAN), out),
+            },
+            Value::String(s) => string_field(1, s, out),
+            Value::Array(a) => {
+                header(5, array_len(a), out);
+                for v in a {
+                    let v = ValueRef::Json(v);
+                    header(1, any_len(v), out);
+                    write_any(v, out);
+                }
+            }
+            Value::Object(o) => {
+                header(6, object_len(o), out);
+                for (k, v) in o {
+                    write_kv(k, ValueRef::Json(v), out);
+                }
+            }
+        },
+    }
+}
+
+/// One KeyValue, key and length included (as an element of a repeated field with tag 1 or 6:
+/// the caller's tag is passed through `tag`).
+fn write_kv_field(tag: u32, key: &str, v: ValueRef<'_>, out: &mut Vec<u8>) {
+    header(tag, kv_len(key, v), out);
+    if !key.is_empty() {
+        string_field(1, key, out);
+    }
+    header(2, any_len(v), out);
+    write_any(v, out);
+}
+
+fn write_kv(key: &str, v: ValueRef<'_>, out: &mut Vec<u8>) {
+    write_kv_field(1, key, v, out);
+}
+
+fn body_ref(body: &Body) -> Option<ValueRef<'_>> {
+    match body {
+        Body::None => None,
+        Body::Text(s) => Some(ValueRef::Str(s)),
+        Body::Json(v) => Some(ValueRef::Json(v)),
+    }
+}
+
+/// The attributes of an event's log record: the request id first, then its own.
+fn record_attributes(e: &Event) -> impl Iterator<Item = (&str, ValueRef<'_>)> {
+    e.request_id
+        .as_deref()
+        .map(|id| ("faas.invocation_id", ValueRef::Str(id)))
+        .into_iter()
+        .chain(
+            e.attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), ValueRef::Attr(v))),
+        )
+}
+
+/// A LogRecord's content, defaults left out as prost does; [`write_record`] writes the fields
+/// in tag order, as prost does.
+fn record_len(e: &Event) -> usize {
+    let mut n = 0;
+    if e.time_unix_nano != 0 {
+        // time_unix_nano (1) and observed_time_unix_nano (11), both fixed64.
+        n += 2 * (key_len(1) + 8);
+    }
+    let severity = e.severity.number();
+    if severity != 0 {
+        n += key_len(2) + encoded_len_varint(severity as u64);
+    }
+    let text = e.severity.as_str();
+    if !text.is_empty() {
+        n += field_len(3, text.len());
+    }
+    if let Some(b) = body_ref(&e.body) {
+        n += field_len(5, any_len(b));
+    }
+    n += record_attributes(e)
+        .map(|(k, v)| field_len(6, kv_len(k, v)))
+        .sum::<usize>();
+    if e.trace_id.is_some() {
+        n += field_len(9, 16);
+    }
+    let name = e.kind.as_str();
+    if !name.is_empty() {
+        n += field_len(12, name.len());
+    }
+    n
+}
+
+fn write_record(e: &Event, out: &mut Vec<u8>) {
+    if e.time_unix_nano != 0 {
+        encode_key(1, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&e.time_unix_nano.to_le_bytes());
+    }
+    let severity = e.severity.number();
+    if severity != 0 {
+        encode_key(2, WireType::Varint, out);
+        encode_varint(severity as u64, out);
+    }
+    let text = e.severity.as_str();
+    if !text.is_empty() {
+        string_field(3, text, out);
+    }
+    if let Some(b) = body_ref(&e.body) {
+        header(5, any_len(b), out);
+        write_any(b, out);
+    }
+    for (k, v) in record_attributes(e) {
+        write_kv_field(6, k, v, out);
+    }
+    if let Some(t) = &e.trace_id {
+        header(9, t.len(), out);
+        out.extend_from_slice(t);
+    }
+    if e.time_unix_nano != 0 {
+        // observed_time_unix_nano: loupe observes the line when it happened, as far as it knows.
+        encode_key(11, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&e.time_unix_nano.to_le_bytes());
+    }
+    let name = e.kind.as_str();
+    if !name.is_empty() {
+        string_field(12, name, out);
     }
 }
 
@@ -247,6 +496,60 @@ mod tests {
         match rec.body.as_ref().and_then(|b| b.value.as_ref()) {
             Some(any_value::Value::KvlistValue(kvs)) => assert_eq!(kvs.values.len(), 2),
             other => panic!("body {other:?}"),
+        }
+    }
+
+    /// Every shape an event can take: bodies of each kind, attribute values of each kind, JSON
+    /// nesting with nulls, empty keys and empty strings, defaults left out.
+    fn assorted_events() -> Vec<Event> {
+        let mut a = Event::new(Kind::Emf, 1_700_000_000_000_000_000);
+        a.severity = Severity::Warn;
+        a.request_id = Some("req-1".into());
+        a.trace_id = Some([9; 16]);
+        a.attributes = vec![
+            ("objectKey".into(), AttrValue::Str("a/b.txt".into())),
+            ("empty".into(), AttrValue::Str(String::new())),
+            ("".into(), AttrValue::Int(-3)),
+            ("big".into(), AttrValue::Int(i64::MAX)),
+            ("ratio".into(), AttrValue::Float(-0.25)),
+            ("ok".into(), AttrValue::Bool(false)),
+            (
+                "names".into(),
+                AttrValue::Json(serde_json::json!(["Latency", "", null, [], {}])),
+            ),
+        ];
+        let mut b = Event::new(Kind::Log, 0);
+        b.body = Body::Text("2026-11-24T05:21:04.582Z\tr\tINFO\thello é".into());
+        let mut c = Event::new(Kind::InvocationError, 5);
+        c.severity = Severity::Error;
+        c.body = Body::Json(serde_json::json!({
+            "level": "ERROR", "n": 1.5, "neg": -7, "u": u64::MAX, "t": true, "z": null,
+            "": "empty key", "deep": {"list": [1, {"x": [null, "y"]}], "o": {}},
+        }));
+        let mut d = Event::new(Kind::Log, 1);
+        d.body = Body::Text(String::new());
+        d.attributes = vec![("x".into(), AttrValue::Json(serde_json::Value::Null))];
+        vec![a, b, c, d, Event::new(Kind::Log, 0)]
+    }
+
+    #[test]
+    fn direct_encoding_is_byte_for_byte_prosts() {
+        let resource = resource(&env(), Some("123456789012"));
+        let events = assorted_events();
+        for n in 0..=events.len() {
+            let some: Vec<&Event> = events.iter().take(n).collect();
+            let mut out = vec![0xAA];
+            encode_logs(&resource, &some, &mut out);
+            let want = logs_request(&resource, &events[..n]).encode_to_vec();
+            let got = out.get(1..).unwrap_or_default();
+            let at = got.iter().zip(&want).position(|(a, b)| a != b);
+            assert_eq!(
+                got,
+                &want[..],
+                "{n} events, first difference at {at:?}: {:?} vs {:?}",
+                at.map(|i| &got[i.saturating_sub(8)..(i + 8).min(got.len())]),
+                at.map(|i| &want[i.saturating_sub(8)..(i + 8).min(want.len())])
+            );
         }
     }
 

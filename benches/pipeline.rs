@@ -50,7 +50,7 @@ fn lines(texts: &[String]) -> Vec<LogLine> {
     texts
         .iter()
         .map(|t| LogLine {
-            time: Some("2026-11-24T05:21:04.600Z".into()),
+            time_ms: Some(1_795_497_664_600),
             source: LogSource::Function,
             record: LogRecord::Text(t.clone()),
             size: t.len() + 60,

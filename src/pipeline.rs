@@ -50,7 +50,6 @@ use tokio::time::Instant;
 
 use crate::aggregate::Aggregator;
 use crate::batch::{self, Batch, Counter};
-use crate::clock::parse_rfc3339_ms;
 use crate::config::Config;
 use crate::emf::{self, ParseOptions, Reason, Record, Samples, Verdict};
 use crate::event::{AttrValue, Body, Event, Kind, Severity};
@@ -246,14 +245,13 @@ impl Pipeline {
 
     fn function_line(&mut self, line: LogLine) {
         let LogLine {
-            time,
+            time_ms: record_ms,
             record,
             size,
             request_id: start_id,
             trace_id: start_trace,
             ..
         } = line;
-        let record_ms = time.as_deref().and_then(parse_rfc3339_ms);
         let opts = ParseOptions {
             now_ms: (self.clock)(),
             record_time_ms: record_ms,
@@ -424,7 +422,7 @@ impl Pipeline {
 
     fn extension_line(&mut self, line: LogLine) {
         self.counts.extension_lines += 1;
-        let time = line.time.as_deref().and_then(parse_rfc3339_ms);
+        let time = line.time_ms;
         let mut event = Event::new(
             Kind::Log,
             time.map_or_else(|| ms_to_ns((self.clock)()), ms_to_ns),
@@ -830,7 +828,7 @@ mod tests {
             LogRecord::Json(v) => v.to_string().len(),
         };
         LogLine {
-            time: Some("2026-11-24T05:21:03.709Z".into()),
+            time_ms: Some(NOW),
             source: LogSource::Function,
             record,
             size,

@@ -5,8 +5,9 @@
 //! (`function` / `extension` records, for the log and metric pipeline), and counters in
 //! [`Stats`].
 //!
-//! The body is first split into raw array elements; each element is then decoded on its own, so
+//! The body is read in one pass; each array element is decoded on its own as it is reached, so
 //! an unknown type, an unexpected field or one malformed event never costs the rest of the batch.
+//! A `function` line is unescaped once, straight from the body into the string it travels in.
 //! Enumerations the platform extends over time (status, initialization type, phase) are kept as
 //! open values, and numbers the docs call integers are accepted as floats too (the platform's own
 //! Go structs type `billedDurationMs` as a float).
@@ -15,10 +16,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::stats::Stats;
+use crate::clock::parse_rfc3339_ms;
 
 /// A `function` or `extension` record larger than this (as JSON text) is counted and dropped.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -69,10 +72,12 @@ pub enum Platform {
 /// A `function` or `extension` record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogLine {
-    pub time: Option<String>,
+    /// When Lambda generated the record (its `time`), in ms since the epoch, when valid.
+    pub time_ms: Option<i64>,
     pub source: LogSource,
     pub record: LogRecord,
-    /// Size of the record as it arrived (JSON text), for queue accounting.
+    /// Size of the record in bytes: a line's length, or about the length of a JSON record's
+    /// text; for the size caps and the queue's accounting.
     pub size: usize,
     /// The request of the latest `platform.start` before this line in the stream, set by the
     /// listener's [`Intake`](super::listener::Intake); `None` before the first start.
@@ -425,21 +430,15 @@ impl EventType {
         EventType::ALL.into_iter().find(|t| t.name() == name)
     }
 
+    /// A `function` or `extension` record: a log line.
+    pub fn is_log(self) -> bool {
+        matches!(self, EventType::Function | EventType::ExtensionLog)
+    }
+
     /// Position in [`EventType::ALL`].
     pub fn index(self) -> usize {
         self as usize
     }
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    time: Option<String>,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(borrow)]
-    record: Option<&'a RawValue>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 /// Why one event was not used.
@@ -462,19 +461,25 @@ pub enum DecodeError {
 
 /// Decodes one POST body. Never fails as a whole: a body that is not a JSON array is counted as
 /// malformed and yields nothing; inside an array every event stands on its own.
+///
+/// One pass over the body: each element is decoded as the array is read, and a `function` or
+/// `extension` record that is a string is unescaped straight into its line (Lambda writes
+/// `type` before `record`; in the other order the record is kept as raw text and decoded after).
 pub fn decode_batch(body: &[u8], stats: &Stats) -> Vec<Event> {
     stats.batch();
-    let raws: Vec<&RawValue> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            stats.malformed_body();
-            log::debug!("telemetry body is not a JSON array of events: {e}");
-            return Vec::new();
-        }
-    };
-    let mut out = Vec::with_capacity(raws.len());
-    for raw in raws {
-        match decode_event(raw) {
+    let mut elements = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = de
+        .deserialize_seq(BatchVisitor(&mut elements))
+        .and_then(|()| de.end());
+    if let Err(e) = read {
+        stats.malformed_body();
+        log::debug!("telemetry body is not a JSON array of events: {e}");
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(elements.len());
+    for element in elements {
+        match element {
             Ok((ty, event, unknown_fields)) => {
                 stats.event(ty);
                 stats.unknown_fields(unknown_fields);
@@ -497,20 +502,329 @@ pub fn decode_batch(body: &[u8], stats: &Stats) -> Vec<Event> {
     out
 }
 
-/// Decodes one event; returns its type, the event and how many unknown fields it carried.
-pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeError> {
-    let env: Envelope<'_> = serde_json::from_str(raw.get()).map_err(DecodeError::Envelope)?;
-    let ty = EventType::from_name(&env.kind)
-        .ok_or_else(|| DecodeError::UnknownType(env.kind.chars().take(100).collect()))?;
-    let record = env.record.ok_or(DecodeError::NoRecord { kind: env.kind })?;
-    let time = env.time;
+/// One element of the array: an event with its type and unknown field count, or why not.
+type Element = Result<(EventType, Event, u32), DecodeError>;
+
+struct BatchVisitor<'o>(&'o mut Vec<Element>);
+
+impl<'de> Visitor<'de> for BatchVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(element) = seq.next_element_seed(ElementSeed)? {
+            self.0.push(element);
+        }
+        Ok(())
+    }
+}
+
+/// The envelope's keys.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Key {
+    Time,
+    Type,
+    Record,
+    #[serde(other)]
+    Other,
+}
+
+/// A `record` as read: decoded already (a log record), or its raw text.
+enum RecordValue<'de> {
+    Log(LogRecord, usize),
+    Raw(&'de RawValue),
+}
+
+struct ElementSeed;
+
+impl<'de> DeserializeSeed<'de> for ElementSeed {
+    type Value = Element;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Element, D::Error> {
+        d.deserialize_any(ElementVisitor)
+    }
+}
+
+fn not_an_object(what: &str) -> Element {
+    Err(DecodeError::Envelope(de::Error::custom(format_args!(
+        "{what} where an event object was expected"
+    ))))
+}
+
+/// An element: an object is an event; anything else is consumed and skipped as malformed (a
+/// syntax error still fails the body, as it must: nothing after it can be trusted).
+struct ElementVisitor;
+
+impl<'de> Visitor<'de> for ElementVisitor {
+    type Value = Element;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Element, E> {
+        Ok(not_an_object("a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Element, E> {
+        Ok(not_an_object("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Element, E> {
+        Ok(not_an_object("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Element, E> {
+        Ok(not_an_object("a number"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Element, E> {
+        Ok(not_an_object("a string"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Element, E> {
+        Ok(not_an_object("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(not_an_object("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element, A::Error> {
+        let mut time: Option<Text<'de>> = None;
+        let mut kind: Option<Text<'de>> = None;
+        let mut record: Option<RecordValue<'de>> = None;
+        let mut unknown = 0u32;
+        let mut bad_field: Option<&'static str> = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Time => match map.next_value::<Lenient<'de>>()? {
+                    Lenient::Null => time = None,
+                    Lenient::Str(t) => time = Some(t),
+                    Lenient::Other => bad_field = Some("time"),
+                },
+                Key::Type => match map.next_value::<Lenient<'de>>()? {
+                    Lenient::Str(t) => kind = Some(t),
+                    _ => bad_field = Some("type"),
+                },
+                Key::Record => {
+                    let ty = kind.as_deref().and_then(EventType::from_name);
+                    record = Some(if ty.is_some_and(EventType::is_log) {
+                        let (r, size) = map.next_value_seed(LogRecordSeed)?;
+                        RecordValue::Log(r, size)
+                    } else {
+                        RecordValue::Raw(map.next_value()?)
+                    });
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    unknown = unknown.saturating_add(1);
+                }
+            }
+        }
+        if let Some(field) = bad_field {
+            return Ok(Err(DecodeError::Envelope(de::Error::custom(format_args!(
+                "`{field}` is not a string"
+            )))));
+        }
+        let Some(kind) = kind else {
+            return Ok(Err(DecodeError::Envelope(de::Error::missing_field("type"))));
+        };
+        Ok(decode_event(time, &kind, record, unknown))
+    }
+}
+
+/// A string that may borrow from the body (no escapes in it) or be unescaped into its own.
+type Text<'de> = std::borrow::Cow<'de, str>;
+
+/// A string, null, or anything else (consumed).
+enum Lenient<'de> {
+    Str(Text<'de>),
+    Null,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Lenient<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lenient<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Lenient::Str(Text::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Lenient::Str(Text::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Lenient::Str(Text::Owned(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Lenient::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Lenient::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Lenient::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Lenient::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Lenient::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Lenient::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A `function` or `extension` record, read in the body's pass: a string (unescaped once) or any
+/// other JSON value, with its size.
+struct LogRecordSeed;
+
+impl<'de> DeserializeSeed<'de> for LogRecordSeed {
+    type Value = (LogRecord, usize);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(LogRecordVisitor)
+    }
+}
+
+struct LogRecordVisitor;
+
+impl<'de> Visitor<'de> for LogRecordVisitor {
+    type Value = (LogRecord, usize);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a log record")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((LogRecord::Text(v.to_string()), v.len()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        let n = v.len();
+        Ok((LogRecord::Text(v), n))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(json_record(Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(json_record(Value::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(json_record(Value::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(json_record(Value::from(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(json_record(Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(json_record)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(json_record)
+    }
+}
+
+fn json_record(v: Value) -> (LogRecord, usize) {
+    let n = json_len(&v);
+    (LogRecord::Json(v), n)
+}
+
+/// About the length of `v` as compact JSON text (escapes and number digits estimated), for the
+/// size caps and the queue's accounting. The depth is bounded by serde_json's recursion limit.
+fn json_len(v: &Value) -> usize {
+    let items = |n: usize| n.saturating_sub(1) + 2;
+    match v {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => items(a.len()) + a.iter().map(json_len).sum::<usize>(),
+        Value::Object(o) => {
+            items(o.len())
+                + o.iter()
+                    .map(|(k, v)| k.len() + 3 + json_len(v))
+                    .sum::<usize>()
+        }
+    }
+}
+
+/// Decodes one event from its envelope's parts.
+fn decode_event(
+    time: Option<Text<'_>>,
+    kind: &str,
+    record: Option<RecordValue<'_>>,
+    mut extra: u32,
+) -> Element {
+    let ty = EventType::from_name(kind)
+        .ok_or_else(|| DecodeError::UnknownType(kind.chars().take(100).collect()))?;
+    let record = record.ok_or_else(|| DecodeError::NoRecord {
+        kind: ty.name().to_string(),
+    })?;
     let err = |source| DecodeError::Record {
         kind: ty.name(),
         source,
     };
-    let mut extra = env.extra.unknown_fields;
-    let is_log = matches!(ty, EventType::Function | EventType::ExtensionLog);
-    if !is_log && record.get().len() > MAX_PLATFORM_RECORD_BYTES {
+    if ty.is_log() {
+        let (record, size) = match record {
+            RecordValue::Log(r, size) => (r, size),
+            RecordValue::Raw(raw) => {
+                let size = raw.get().len();
+                if size > MAX_RECORD_BYTES {
+                    return Err(DecodeError::Oversized {
+                        kind: ty.name(),
+                        bytes: size,
+                    });
+                }
+                (decode_log_record(raw).map_err(err)?, size)
+            }
+        };
+        if size > MAX_RECORD_BYTES {
+            return Err(DecodeError::Oversized {
+                kind: ty.name(),
+                bytes: size,
+            });
+        }
+        let source = if ty == EventType::Function {
+            LogSource::Function
+        } else {
+            LogSource::Extension
+        };
+        return Ok((
+            ty,
+            Event::Log(LogLine {
+                time_ms: time.as_deref().and_then(parse_rfc3339_ms),
+                source,
+                record,
+                size,
+                request_id: None,
+                trace_id: None,
+            }),
+            extra,
+        ));
+    }
+    let RecordValue::Raw(record) = record else {
+        // Only log types are read as log records.
+        return Err(DecodeError::NoRecord {
+            kind: ty.name().to_string(),
+        });
+    };
+    if record.get().len() > MAX_PLATFORM_RECORD_BYTES {
         return Err(DecodeError::Oversized {
             kind: ty.name(),
             bytes: record.get().len(),
@@ -525,31 +839,9 @@ pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeErr
     }
     let kind = match ty {
         EventType::Function | EventType::ExtensionLog => {
-            let bytes = record.get().len();
-            if bytes > MAX_RECORD_BYTES {
-                return Err(DecodeError::Oversized {
-                    kind: ty.name(),
-                    bytes,
-                });
-            }
-            let source = if ty == EventType::Function {
-                LogSource::Function
-            } else {
-                LogSource::Extension
-            };
-            let record = decode_log_record(record).map_err(err)?;
-            return Ok((
-                ty,
-                Event::Log(LogLine {
-                    time,
-                    source,
-                    record,
-                    size: bytes,
-                    request_id: None,
-                    trace_id: None,
-                }),
-                extra,
-            ));
+            return Err(DecodeError::NoRecord {
+                kind: ty.name().to_string(),
+            });
         }
         EventType::InitStart => platform!(InitStart, InitStart),
         EventType::InitRuntimeDone => platform!(InitRuntimeDone, PhaseDone),
@@ -585,7 +877,10 @@ pub fn decode_event(raw: &RawValue) -> Result<(EventType, Event, u32), DecodeErr
     };
     Ok((
         ty,
-        Event::Platform(Box::new(PlatformEvent { time, kind })),
+        Event::Platform(Box::new(PlatformEvent {
+            time: time.map(Text::into_owned),
+            kind,
+        })),
         extra,
     ))
 }
@@ -871,10 +1166,10 @@ mod tests {
         assert_eq!(
             events,
             [Event::Log(LogLine {
-                time: Some("2024-05-01T12:00:00.123Z".into()),
+                time_ms: Some(1_714_564_800_123),
                 source: LogSource::Function,
                 record: LogRecord::Text("2024-05-01T12:00:00.122Z\tabc\tINFO\thello\n".into()),
-                size: 46,
+                size: 40,
                 request_id: None,
                 trace_id: None,
             })]
@@ -896,6 +1191,75 @@ mod tests {
             panic!("{events:?}")
         };
         assert_eq!(line.source, LogSource::Extension);
+    }
+
+    #[test]
+    fn log_records_are_unescaped_in_any_key_order() {
+        let line = r#"{\"_aws\":{\"k\":\"\\u00e9\\n\"}} caf\u00e9 \ud83d\ude00 \"q\" \\ \/"#;
+        let want = r#"{"_aws":{"k":"\u00e9\n"}} café 😀 "q" \ /"#;
+        for body in [
+            format!(
+                r#"[{{"time":"2024-05-01T12:00:00.123Z","type":"function","record":"{line}"}}]"#
+            ),
+            format!(
+                r#"[{{"record":"{line}","time":"2024-05-01T12:00:00.123Z","type":"function"}}]"#
+            ),
+        ] {
+            let stats = Stats::default();
+            let events = decode_batch(body.as_bytes(), &stats);
+            let [Event::Log(l)] = events.as_slice() else {
+                panic!("{body}: {events:?}")
+            };
+            assert_eq!(l.record, LogRecord::Text(want.into()), "{body}");
+            assert_eq!(l.time_ms, Some(1_714_564_800_123));
+            assert_eq!(stats.snapshot().malformed_events, 0);
+        }
+        // A JSON record's size is about its compact text's.
+        let (events, _) =
+            one(r#"{"time":"t","type":"extension","record":{"a":[1,"bc"],"d":null}}"#);
+        let [Event::Log(l)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        let text = r#"{"a":[1,"bc"],"d":null}"#;
+        assert!(
+            l.size.abs_diff(text.len()) <= 8,
+            "{} vs {}",
+            l.size,
+            text.len()
+        );
+        assert_eq!(l.time_ms, None);
+    }
+
+    #[test]
+    fn envelope_fields_of_the_wrong_type_cost_only_their_event() {
+        let body = r#"[
+          {"time":5,"type":"function","record":"a"},
+          {"time":"t","type":["function"],"record":"b"},
+          {"time":null,"type":"function","record":"kept"},
+          "a string", null, true, 1.5, [1, [2]], {"record":"no type"},
+          {"type":"platform.start","record":"not an object"},
+          {"type":"function","record":"kept too","type":"function","extra":{"x":[1]}}
+        ]"#;
+        let stats = Stats::default();
+        let events = decode_batch(body.as_bytes(), &stats);
+        let lines: Vec<&LogRecord> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Log(l) => Some(&l.record),
+                Event::Platform(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                &LogRecord::Text("kept".into()),
+                &LogRecord::Text("kept too".into())
+            ]
+        );
+        let s = stats.snapshot();
+        assert_eq!(s.malformed_events, 9);
+        assert_eq!(s.unknown_fields, 1);
+        assert_eq!(s.malformed_bodies, 0);
     }
 
     /// The shared fixture of `function` record shapes: strings in Text format, objects in JSON

@@ -285,7 +285,7 @@ mod tests {
 
     fn line(s: &str) -> LogLine {
         LogLine {
-            time: None,
+            time_ms: None,
             source: super::super::events::LogSource::Function,
             record: LogRecord::Text(s.into()),
             size: s.len(),

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::stats::Stats;
 use crate::clock::parse_rfc3339_ms;
@@ -462,9 +461,8 @@ pub enum DecodeError {
 /// Decodes one POST body. Never fails as a whole: a body that is not a JSON array is counted as
 /// malformed and yields nothing; inside an array every event stands on its own.
 ///
-/// One pass over the body: each element is decoded as the array is read, and a `function` or
-/// `extension` record that is a string is unescaped straight into its line (Lambda writes
-/// `type` before `record`; in the other order the record is kept as raw text and decoded after).
+/// One pass over the body: each element is decoded as the array is read, and a record that is a
+/// string is unescaped straight into the line it travels in, whatever the order of the keys.
 pub fn decode_batch(body: &[u8], stats: &Stats) -> Vec<Event> {
     stats.batch();
     let mut elements = Vec::new();
@@ -533,12 +531,6 @@ enum Key {
     Other,
 }
 
-/// A `record` as read: decoded already (a log record), or its raw text.
-enum RecordValue<'de> {
-    Log(LogRecord, usize),
-    Raw(&'de RawValue),
-}
-
 struct ElementSeed;
 
 impl<'de> DeserializeSeed<'de> for ElementSeed {
@@ -591,7 +583,7 @@ impl<'de> Visitor<'de> for ElementVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element, A::Error> {
         let mut time: Option<Text<'de>> = None;
         let mut kind: Option<Text<'de>> = None;
-        let mut record: Option<RecordValue<'de>> = None;
+        let mut record: Option<(LogRecord, usize)> = None;
         let mut unknown = 0u32;
         let mut bad_field: Option<&'static str> = None;
         while let Some(key) = map.next_key::<Key>()? {
@@ -605,15 +597,7 @@ impl<'de> Visitor<'de> for ElementVisitor {
                     Lenient::Str(t) => kind = Some(t),
                     _ => bad_field = Some("type"),
                 },
-                Key::Record => {
-                    let ty = kind.as_deref().and_then(EventType::from_name);
-                    record = Some(if ty.is_some_and(EventType::is_log) {
-                        let (r, size) = map.next_value_seed(LogRecordSeed)?;
-                        RecordValue::Log(r, size)
-                    } else {
-                        RecordValue::Raw(map.next_value()?)
-                    });
-                }
+                Key::Record => record = Some(map.next_value_seed(RecordSeed)?),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                     unknown = unknown.saturating_add(1);
@@ -690,21 +674,22 @@ impl<'de> Deserialize<'de> for Lenient<'de> {
     }
 }
 
-/// A `function` or `extension` record, read in the body's pass: a string (unescaped once) or any
-/// other JSON value, with its size.
-struct LogRecordSeed;
+/// A `record`, read in the body's pass whatever its event type (which may come after it): a
+/// string is unescaped once into its own `String`, anything else becomes a JSON value. Platform
+/// records are then read from that value into their types.
+struct RecordSeed;
 
-impl<'de> DeserializeSeed<'de> for LogRecordSeed {
+impl<'de> DeserializeSeed<'de> for RecordSeed {
     type Value = (LogRecord, usize);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(LogRecordVisitor)
+        d.deserialize_any(RecordVisitor)
     }
 }
 
-struct LogRecordVisitor;
+struct RecordVisitor;
 
-impl<'de> Visitor<'de> for LogRecordVisitor {
+impl<'de> Visitor<'de> for RecordVisitor {
     type Value = (LogRecord, usize);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -768,38 +753,26 @@ fn json_len(v: &Value) -> usize {
 fn decode_event(
     time: Option<Text<'_>>,
     kind: &str,
-    record: Option<RecordValue<'_>>,
+    record: Option<(LogRecord, usize)>,
     mut extra: u32,
 ) -> Element {
     let ty = EventType::from_name(kind)
         .ok_or_else(|| DecodeError::UnknownType(kind.chars().take(100).collect()))?;
-    let record = record.ok_or_else(|| DecodeError::NoRecord {
+    let (record, size) = record.ok_or_else(|| DecodeError::NoRecord {
         kind: ty.name().to_string(),
     })?;
-    let err = |source| DecodeError::Record {
-        kind: ty.name(),
-        source,
+    let cap = if ty.is_log() {
+        MAX_RECORD_BYTES
+    } else {
+        MAX_PLATFORM_RECORD_BYTES
     };
+    if size > cap {
+        return Err(DecodeError::Oversized {
+            kind: ty.name(),
+            bytes: size,
+        });
+    }
     if ty.is_log() {
-        let (record, size) = match record {
-            RecordValue::Log(r, size) => (r, size),
-            RecordValue::Raw(raw) => {
-                let size = raw.get().len();
-                if size > MAX_RECORD_BYTES {
-                    return Err(DecodeError::Oversized {
-                        kind: ty.name(),
-                        bytes: size,
-                    });
-                }
-                (decode_log_record(raw).map_err(err)?, size)
-            }
-        };
-        if size > MAX_RECORD_BYTES {
-            return Err(DecodeError::Oversized {
-                kind: ty.name(),
-                bytes: size,
-            });
-        }
         let source = if ty == EventType::Function {
             LogSource::Function
         } else {
@@ -818,30 +791,37 @@ fn decode_event(
             extra,
         ));
     }
-    let RecordValue::Raw(record) = record else {
-        // Only log types are read as log records.
-        return Err(DecodeError::NoRecord {
-            kind: ty.name().to_string(),
-        });
+    let err = |source| DecodeError::Record {
+        kind: ty.name(),
+        source,
     };
-    if record.get().len() > MAX_PLATFORM_RECORD_BYTES {
-        return Err(DecodeError::Oversized {
-            kind: ty.name(),
-            bytes: record.get().len(),
-        });
-    }
+    let value = match record {
+        LogRecord::Json(v) => v,
+        LogRecord::Text(t) if ty == EventType::Fault => {
+            return Ok((
+                ty,
+                Event::Platform(Box::new(PlatformEvent {
+                    time: time.map(Text::into_owned),
+                    kind: Platform::Fault(t),
+                })),
+                extra,
+            ));
+        }
+        LogRecord::Text(t) => Value::String(t),
+    };
     macro_rules! platform {
         ($variant:ident, $t:ty) => {{
-            let r: $t = serde_json::from_str(record.get()).map_err(err)?;
+            let r = <$t>::deserialize(&value).map_err(err)?;
             extra = extra.saturating_add(r.extra.unknown_fields);
             Platform::$variant(r)
         }};
     }
     let kind = match ty {
-        EventType::Function | EventType::ExtensionLog => {
-            return Err(DecodeError::NoRecord {
-                kind: ty.name().to_string(),
-            });
+        // A fault's string record was taken above, so this is the error for any other value;
+        // log types returned before.
+        EventType::Function | EventType::ExtensionLog | EventType::Fault => {
+            let r = String::deserialize(&value).map_err(err)?;
+            Platform::Fault(r)
         }
         EventType::InitStart => platform!(InitStart, InitStart),
         EventType::InitRuntimeDone => platform!(InitRuntimeDone, PhaseDone),
@@ -864,15 +844,11 @@ fn decode_event(
                 #[serde(flatten)]
                 extra: Extra,
             }
-            let r: End = serde_json::from_str(record.get()).map_err(err)?;
+            let r = End::deserialize(&value).map_err(err)?;
             extra = extra.saturating_add(r.extra.unknown_fields);
             Platform::End {
                 request_id: r.request_id,
             }
-        }
-        EventType::Fault => {
-            let r: String = serde_json::from_str(record.get()).map_err(err)?;
-            Platform::Fault(r)
         }
     };
     Ok((
@@ -883,15 +859,6 @@ fn decode_event(
         })),
         extra,
     ))
-}
-
-fn decode_log_record(raw: &RawValue) -> Result<LogRecord, serde_json::Error> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        serde_json::from_str(text).map(LogRecord::Text)
-    } else {
-        serde_json::from_str(text).map(LogRecord::Json)
-    }
 }
 
 /// A JSON number (integer or float) or a numeric string; `null` is `None`.

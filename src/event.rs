@@ -5,6 +5,8 @@
 //! records or NDJSON. High-cardinality values (request ids, user ids, object keys) live here as
 //! attributes, never on metrics. Pure data with a few small constructors; no I/O.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// The kind of an event, shipped as the OTLP `event_name`.
@@ -133,8 +135,9 @@ pub struct Event {
     pub kind: Kind,
     pub severity: Severity,
     pub body: Body,
-    /// The Lambda request id, shipped as `faas.invocation_id`.
-    pub request_id: Option<String>,
+    /// The Lambda request id, shipped as `faas.invocation_id` (shared by the lines of one
+    /// invocation).
+    pub request_id: Option<Arc<str>>,
     /// The X-Ray trace id (`Root=1-5759e988-bd862e3fe1be46a994272793`) as 16 bytes.
     pub trace_id: Option<[u8; 16]>,
     pub attributes: Vec<(String, AttrValue)>,

@@ -332,19 +332,30 @@ impl Pipeline {
                                 .map(str::to_string)
                         });
                     }
-                    let mut names: Vec<&str> = Vec::new();
+                    // The dimension values and metric values, once per key (at most
+                    // MAX_METRIC_NAMES of each): with the properties they are every root member
+                    // of the line but `_aws`, so the event needs no body (the line would carry
+                    // all of it a second time).
+                    let mut dims: Vec<(&str, &str)> = Vec::new();
+                    let mut metrics: Vec<(&str, &Samples)> = Vec::new();
                     for p in &emf_line.points {
-                        if names.len() >= MAX_METRIC_NAMES {
-                            break;
+                        for (k, v) in &p.dimensions {
+                            if dims.len() < MAX_METRIC_NAMES && !dims.iter().any(|(d, _)| d == k) {
+                                dims.push((k, v));
+                            }
                         }
-                        if !names.contains(&p.name.as_ref()) {
-                            names.push(p.name.as_ref());
+                        let name = p.name.as_ref();
+                        if metrics.len() < MAX_METRIC_NAMES
+                            && !metrics.iter().any(|(n, _)| *n == name)
+                            && !dims.iter().any(|(d, _)| *d == name)
+                        {
+                            metrics.push((name, &p.samples));
                         }
                     }
                     let names = Value::Array(
-                        names
-                            .into_iter()
-                            .map(|n| Value::String(n.to_string()))
+                        metrics
+                            .iter()
+                            .map(|(n, _)| Value::String(n.to_string()))
                             .collect(),
                     );
                     let mut warnings = String::new();
@@ -356,25 +367,23 @@ impl Pipeline {
                         }
                         warnings.push_str(w.as_str());
                     }
-                    attributes.reserve(emf_line.properties.len() + 2 * emf_line.points.len() + 2);
+                    // Sized once: events wait for the drain by the thousand.
+                    attributes.reserve_exact(
+                        emf_line.properties.len()
+                            + dims.len()
+                            + metrics.len()
+                            + 1
+                            + usize::from(!warnings.is_empty())
+                            + usize::from(user.is_some()),
+                    );
                     for (k, v) in emf_line.properties {
                         attributes.push((k.into_owned(), AttrValue::from(v)));
                     }
-                    // Then the dimension values and the metric values, once per key: with the
-                    // properties they are every root member of the line but `_aws`, so the event
-                    // needs no body (the line itself would carry all of it a second time).
-                    let first = attributes.len();
-                    for p in &emf_line.points {
-                        for (k, v) in &p.dimensions {
-                            if !has_key(attributes.get(first..).unwrap_or_default(), k) {
-                                attributes.push((k.to_string(), AttrValue::Str(v.to_string())));
-                            }
-                        }
+                    for (k, v) in dims {
+                        attributes.push((k.to_string(), AttrValue::Str(v.to_string())));
                     }
-                    for p in &emf_line.points {
-                        if !has_key(attributes.get(first..).unwrap_or_default(), &p.name) {
-                            attributes.push((p.name.to_string(), samples_value(&p.samples)));
-                        }
+                    for (name, samples) in metrics {
+                        attributes.push((name.to_string(), samples_value(samples)));
                     }
                     attributes.push(("aws.emf.metric_names".into(), AttrValue::Json(names)));
                     if !warnings.is_empty() {
@@ -390,9 +399,9 @@ impl Pipeline {
         let (request_id, trace_id) = match own_id {
             Some(id) => {
                 let trace = start_trace.filter(|_| start_id.as_deref() == Some(id.as_str()));
-                (Some(id), trace)
+                (Some(Arc::from(id)), trace)
             }
-            None if !self.managed_instances => (start_id.map(|s| s.to_string()), start_trace),
+            None if !self.managed_instances => (start_id, start_trace),
             None => (None, None),
         };
         let mut event = Event::new(
@@ -481,6 +490,13 @@ impl Pipeline {
         }
         self.event_bytes += size;
         self.counts.truncated += u64::from(truncated);
+        if self.events.len() == self.events.capacity() {
+            // Doubling, but never past the cap (a Vec doubled to 16,384 slots for a cap of
+            // 10,000 would hold 700 KB for nothing until the drain).
+            let room = self.limits.max_events.saturating_sub(self.events.len());
+            self.events
+                .reserve_exact(self.events.len().clamp(16, 4_096).min(room).max(1));
+        }
         self.events.push(event);
     }
 
@@ -631,11 +647,6 @@ fn truncate_at_char(s: &mut String, cap: usize) -> bool {
     true
 }
 
-/// Whether `attrs` has an attribute named `key`.
-fn has_key(attrs: &[(String, AttrValue)], key: &str) -> bool {
-    attrs.iter().any(|(k, _)| k == key)
-}
-
 /// A metric's values as an attribute: one number as itself, several as an array, the
 /// `{Values, Counts}` and `{Max, Min, Sum, Count}` forms as the objects they were written as.
 fn samples_value(samples: &Samples) -> AttrValue {
@@ -673,7 +684,7 @@ fn event_size(e: &Event, body_bytes: usize) -> usize {
                 }
         })
         .sum();
-    64 + body_bytes + attrs + e.request_id.as_ref().map_or(0, String::len)
+    64 + body_bytes + attrs + e.request_id.as_deref().map_or(0, str::len)
 }
 
 fn ms_to_ns(ms: i64) -> u64 {
@@ -1158,6 +1169,7 @@ mod tests {
         p.line(text("ééééééé long line", None));
         p.line(text(&emf("Latency", 1.0, ""), None));
         p.line(text(&emf("Latency", 2.0, ""), None));
+        assert_eq!(p.events.capacity(), 2, "never sized past the cap");
         let b = p.drain(Drained::default());
         assert_eq!(b.events.len(), 2);
         // 10 bytes cut back to the char boundary before it.

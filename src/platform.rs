@@ -21,6 +21,8 @@
 //! * Out of memory is probable when the error type names it (`Runtime.OutOfMemory`,
 //!   `Runtime.OOM`, ...) or when max memory used reached the memory size.
 
+use std::sync::Arc;
+
 use crate::aggregate::{Aggregator, SeriesKey};
 use crate::batch::Counter;
 use crate::emf::Unit;
@@ -209,7 +211,7 @@ fn invocation_error(
         ),
         None => format!("invocation {} ended with status {status}", inv.request_id),
     });
-    e.request_id = Some(inv.request_id.clone());
+    e.request_id = Some(Arc::from(inv.request_id.as_str()));
     e.trace_id = inv.trace_id.as_deref().and_then(xray_trace_id);
     let a = &mut e.attributes;
     a.push(("aws.lambda.status".into(), status.into()));

@@ -79,7 +79,7 @@ pub fn metric_line(p: &Point, temporality: Temporality) -> Value {
 pub fn event_line(e: &Event) -> Value {
     let mut attributes = Map::new();
     if let Some(id) = &e.request_id {
-        attributes.insert("faas.invocation_id".into(), Value::String(id.clone()));
+        attributes.insert("faas.invocation_id".into(), Value::String(id.to_string()));
     }
     for (k, v) in &e.attributes {
         attributes.insert(k.clone(), attr_json(v));

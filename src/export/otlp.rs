@@ -336,7 +336,7 @@ fn write_record(e: &Event, out: &mut Vec<u8>) {
 pub fn log_record(e: &Event) -> LogRecord {
     let mut attributes = Vec::with_capacity(e.attributes.len() + 1);
     if let Some(id) = &e.request_id {
-        attributes.push(kv("faas.invocation_id", id.as_str()));
+        attributes.push(kv("faas.invocation_id", &**id));
     }
     attributes.extend(e.attributes.iter().map(|(k, v)| kv(k, v.clone())));
     LogRecord {

@@ -7,7 +7,10 @@
 //!   events (platform records and function lines carrying the EMF lines);
 //! * `encode + gzip -N`: the drained histograms encoded by `export::metrics::metrics_request` as
 //!   an OTLP `ExportMetricsServiceRequest` (protobuf, delta), then gzip at levels 1, 6 and 9, with
-//!   the bytes each level puts on the wire per 1,000 data points.
+//!   the bytes each level puts on the wire per 1,000 data points;
+//! * `events encode + gzip -N`: the EMF lines' events (built by `pipeline::Pipeline`) written as
+//!   OTLP logs requests of 1,000 events by `export::otlp::encode_logs`, then gzip, with the bytes
+//!   per 1,000 events.
 //!
 //! `cargo bench --bench hotpath` measures and prints one `name: value` line per figure, which
 //! `scripts/bench.sh` reads. Under `cargo test` (no `--bench`) every case runs once and is checked.
@@ -18,15 +21,19 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use loupe::aggregate::{Aggregator, Series};
+use loupe::config::Config;
 use loupe::config::Temporality;
 use loupe::emf::{self, ParseOptions, Record, Verdict};
+use loupe::event::Event;
 use loupe::export::gzip::Gzip;
 use loupe::export::metrics::{Point, metrics_request};
 use loupe::export::otlp;
 use loupe::export::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use loupe::export::proto::resource::v1::Resource;
-use loupe::lambda::events::decode_batch;
+use loupe::invocation::Drained;
+use loupe::lambda::events::{LogLine, LogRecord, LogSource, decode_batch};
 use loupe::lambda::stats::Stats;
+use loupe::pipeline::Pipeline;
 use prost::Message;
 use serde_json::Value;
 
@@ -164,7 +171,11 @@ fn request(series: &[Series]) -> ExportMetricsServiceRequest {
         .iter()
         .map(|s| Point::histogram(s.clone(), now - 10_000_000_000, now))
         .collect();
-    let resource = Resource {
+    metrics_request(&resource(), &points, Temporality::Delta)
+}
+
+fn resource() -> Resource {
+    Resource {
         attributes: vec![
             otlp::kv("service.name", "bench-function"),
             otlp::kv("cloud.provider", "aws"),
@@ -174,8 +185,37 @@ fn request(series: &[Series]) -> ExportMetricsServiceRequest {
             otlp::kv("faas.version", "$LATEST"),
         ],
         ..Default::default()
-    };
-    metrics_request(&resource, &points, Temporality::Delta)
+    }
+}
+
+/// The events of `lines` as the pipeline builds them (one EMF event per line).
+fn emf_events(lines: &[String]) -> Vec<Event> {
+    let config = Config::from_lookup(|_| None).0;
+    let mut p = Pipeline::new(&config, Box::new(|| NOW_MS));
+    let start = std::sync::Arc::<str>::from("3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab");
+    for l in lines {
+        p.line(LogLine {
+            time_ms: Some(NOW_MS),
+            source: LogSource::Function,
+            record: LogRecord::Text(l.clone()),
+            size: l.len(),
+            request_id: Some(start.clone()),
+            trace_id: Some([7; 16]),
+        });
+    }
+    p.drain(Drained::default()).events
+}
+
+/// OTLP logs requests of 1,000 events, as the flush splits them.
+fn encode_events(resource: &Resource, events: &[Event], raw: &mut Vec<u8>, gz: &mut Gzip) -> usize {
+    let mut out = 0;
+    for chunk in events.chunks(1_000) {
+        let refs: Vec<&Event> = chunk.iter().collect();
+        raw.clear();
+        otlp::encode_logs(resource, &refs, raw);
+        out += gz.compress(raw).len();
+    }
+    out
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -279,6 +319,49 @@ fn main() {
         println!(
             "gzip{level}_encode_us_per_1000_points: {:.0}",
             t.as_secs_f64() * 1e6 * 1000.0 / series.len() as f64
+        );
+    }
+    let events = emf_events(&lines);
+    assert_eq!(events.len(), lines.len(), "one event per EMF line");
+    let resource = resource();
+    let mut raw = Vec::new();
+    let mut raw_total = 0;
+    for chunk in events.chunks(1_000) {
+        let refs: Vec<&Event> = chunk.iter().collect();
+        raw.clear();
+        otlp::encode_logs(&resource, &refs, &mut raw);
+        raw_total += raw.len();
+    }
+    println!(
+        "events_proto_bytes_per_1000_events: {}",
+        raw_total * 1000 / events.len()
+    );
+    let event_rounds = if measuring { 5 } else { 1 };
+    for level in [1u32, 6] {
+        let mut gz = Gzip::new(level);
+        let size = encode_events(&resource, &events, &mut raw, &mut gz);
+        assert!(size > 0 && size < raw_total, "gzip -{level}: {size} bytes");
+        let mut times = Vec::new();
+        for _ in 0..samples {
+            let start = cpu_time();
+            for _ in 0..event_rounds {
+                black_box(encode_events(
+                    &resource,
+                    black_box(&events),
+                    &mut raw,
+                    &mut gz,
+                ));
+            }
+            times.push((cpu_time() - start) / event_rounds);
+        }
+        let t = median(times);
+        println!(
+            "events_gzip{level}_bytes_per_1000_events: {}",
+            size * 1000 / events.len()
+        );
+        println!(
+            "events_gzip{level}_encode_us_per_1000_events: {:.0}",
+            t.as_secs_f64() * 1e6 * 1000.0 / events.len() as f64
         );
     }
 }

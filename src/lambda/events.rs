@@ -465,45 +465,76 @@ pub enum DecodeError {
 /// string is unescaped straight into the line it travels in, whatever the order of the keys.
 pub fn decode_batch(body: &[u8], stats: &Stats) -> Vec<Event> {
     stats.batch();
-    let mut elements = Vec::new();
+    let mut out = Vec::new();
+    let mut tally = Tally::default();
     let mut de = serde_json::Deserializer::from_slice(body);
     let read = de
-        .deserialize_seq(BatchVisitor(&mut elements))
+        .deserialize_seq(BatchVisitor {
+            out: &mut out,
+            tally: &mut tally,
+        })
         .and_then(|()| de.end());
     if let Err(e) = read {
+        // Nothing after a syntax error can be trusted, nor counted.
         stats.malformed_body();
         log::debug!("telemetry body is not a JSON array of events: {e}");
         return Vec::new();
     }
-    let mut out = Vec::with_capacity(elements.len());
-    for element in elements {
+    for (ty, n) in EventType::ALL.into_iter().zip(tally.events) {
+        stats.events(ty, n);
+    }
+    stats.unknown_fields(tally.unknown_fields);
+    stats.unknown_types(tally.unknown_types);
+    stats.oversized_records(tally.oversized);
+    stats.malformed_events(tally.malformed);
+    out
+}
+
+/// What one body held, counted while it is read and added to [`Stats`] once it was read whole.
+#[derive(Default)]
+struct Tally {
+    events: [u64; EventType::ALL.len()],
+    unknown_fields: u32,
+    unknown_types: u64,
+    oversized: u64,
+    malformed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, element: Element) -> Option<Event> {
         match element {
             Ok((ty, event, unknown_fields)) => {
-                stats.event(ty);
-                stats.unknown_fields(unknown_fields);
-                out.push(event);
+                // `events` has one slot per entry of `EventType::ALL`, and `index` is the
+                // position there.
+                self.events[ty.index()] += 1;
+                self.unknown_fields = self.unknown_fields.saturating_add(unknown_fields);
+                return Some(event);
             }
             Err(DecodeError::UnknownType(t)) => {
-                stats.unknown_type();
+                self.unknown_types += 1;
                 log::debug!("telemetry event of unknown type {t:?} skipped");
             }
             Err(e @ DecodeError::Oversized { .. }) => {
-                stats.oversized_record();
+                self.oversized += 1;
                 log::debug!("{e}");
             }
             Err(e) => {
-                stats.malformed_event();
+                self.malformed += 1;
                 log::debug!("telemetry event skipped: {e}");
             }
         }
+        None
     }
-    out
 }
 
 /// One element of the array: an event with its type and unknown field count, or why not.
 type Element = Result<(EventType, Event, u32), DecodeError>;
 
-struct BatchVisitor<'o>(&'o mut Vec<Element>);
+/// Reads the array, handing each element to the tally as soon as it is decoded.
+struct BatchVisitor<'o> {
+    out: &'o mut Vec<Event>,
+    tally: &'o mut Tally,
+}
 
 impl<'de> Visitor<'de> for BatchVisitor<'_> {
     type Value = ();
@@ -513,8 +544,13 @@ impl<'de> Visitor<'de> for BatchVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.out.reserve(n.min(1_024));
+        }
         while let Some(element) = seq.next_element_seed(ElementSeed)? {
-            self.0.push(element);
+            if let Some(event) = self.tally.add(element) {
+                self.out.push(event);
+            }
         }
         Ok(())
     }

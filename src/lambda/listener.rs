@@ -31,6 +31,8 @@ use crate::event::xray_trace_id;
 /// Bodies over this are drained, counted and dropped (Lambda sends at most `2 * maxBytes` plus
 /// metadata; loupe asks for 256 KiB batches and Lambda's ceiling is 1 MiB).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
+/// The most a body's announced length reserves up front (Lambda's largest batch).
+const MAX_HINTED_BYTES: usize = 1 << 20;
 /// Connections served at once; Lambda uses one. More are closed at once. With the body cap this
 /// bounds the listener's buffers to `MAX_CONNECTIONS * MAX_BODY_BYTES`.
 const MAX_CONNECTIONS: usize = 8;
@@ -232,8 +234,15 @@ async fn handle(
     req: Request<Incoming>,
     intake: Arc<Intake>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    // Sized once from the announced length, within what Lambda sends at most (the length is
+    // only a hint: the cap below is what bounds the buffer).
+    let announced = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
     let mut body = req.into_body();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(announced.min(MAX_HINTED_BYTES));
     let mut oversized = false;
     let mut failed = false;
     while let Some(frame) = body.frame().await {

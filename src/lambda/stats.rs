@@ -59,14 +59,26 @@ pub struct StatsSnapshot {
 
 impl Stats {
     pub fn event(&self, ty: EventType) {
-        // `events` has one slot per entry of `EventType::ALL`, and `index` is the position there.
-        self.events[ty.index()].fetch_add(1, Relaxed);
+        self.events(ty, 1);
+    }
+    /// `n` events of type `ty` (one add per type and body, not per event).
+    pub fn events(&self, ty: EventType, n: u64) {
+        if n > 0 {
+            // `events` has one slot per entry of `EventType::ALL`, and `index` is the position
+            // there.
+            self.events[ty.index()].fetch_add(n, Relaxed);
+        }
     }
     pub fn batch(&self) {
         self.batches.fetch_add(1, Relaxed);
     }
     pub fn unknown_type(&self) {
-        self.unknown_types.fetch_add(1, Relaxed);
+        self.unknown_types(1);
+    }
+    pub fn unknown_types(&self, n: u64) {
+        if n > 0 {
+            self.unknown_types.fetch_add(n, Relaxed);
+        }
     }
     pub fn unknown_fields(&self, n: u32) {
         if n > 0 {
@@ -74,13 +86,23 @@ impl Stats {
         }
     }
     pub fn malformed_event(&self) {
-        self.malformed_events.fetch_add(1, Relaxed);
+        self.malformed_events(1);
+    }
+    pub fn malformed_events(&self, n: u64) {
+        if n > 0 {
+            self.malformed_events.fetch_add(n, Relaxed);
+        }
     }
     pub fn malformed_body(&self) {
         self.malformed_bodies.fetch_add(1, Relaxed);
     }
     pub fn oversized_record(&self) {
-        self.oversized_records.fetch_add(1, Relaxed);
+        self.oversized_records(1);
+    }
+    pub fn oversized_records(&self, n: u64) {
+        if n > 0 {
+            self.oversized_records.fetch_add(n, Relaxed);
+        }
     }
     pub fn oversized_body(&self) {
         self.oversized_bodies.fetch_add(1, Relaxed);

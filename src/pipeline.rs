@@ -347,7 +347,6 @@ impl Pipeline {
                         let name = p.name.as_ref();
                         if metrics.len() < MAX_METRIC_NAMES
                             && !metrics.iter().any(|(n, _)| *n == name)
-                            && !dims.iter().any(|(d, _)| *d == name)
                         {
                             metrics.push((name, &p.samples));
                         }
@@ -358,6 +357,9 @@ impl Pipeline {
                             .map(|(n, _)| Value::String(n.to_string()))
                             .collect(),
                     );
+                    // A key both a dimension and a metric (odd, but valid EMF) is listed once,
+                    // as the dimension; the metric keeps its name in `aws.emf.metric_names`.
+                    metrics.retain(|(n, _)| !dims.iter().any(|(d, _)| d == n));
                     let mut warnings = String::new();
                     for w in &emf_line.warnings {
                         // In bounds, as for `rejected` above.

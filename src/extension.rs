@@ -8,7 +8,10 @@
 //! comes first and everything slow after it. The loop never calls `/next` again after SHUTDOWN,
 //! and a panic in any spawned task is logged while the loop goes on. Flushing hooks in through
 //! [`Flusher`]: after each INVOKE (with `LOUPE_FLUSH=end`, once that request's runtimeDone has
-//! been applied or its wait reached the deadline) and at SHUTDOWN, each bounded by its deadline.
+//! been applied or its wait reached the deadline), at SHUTDOWN, and on the flusher's timer while
+//! the loop waits (for `/next`'s answer or for runtimeDone), each bounded by its deadline. The
+//! timer runs in this task beside the wait: the `/next` request stays the same across ticks,
+//! never cancelled and sent again.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -41,6 +44,8 @@ const MAX_NEXT_FAILURES: u32 = 5;
 const INVOKE_MARGIN: Duration = Duration::from_millis(200);
 /// Finish this long before the SHUTDOWN deadline (Lambda kills the process at the deadline).
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(100);
+/// Timer calls are at least this far apart, whatever the flusher asks.
+const MIN_TIMER_GAP: Duration = Duration::from_millis(100);
 /// Used when an event carries no deadline.
 const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
@@ -71,6 +76,45 @@ pub trait Flusher {
     /// left passed); must finish by `deadline`.
     fn at_shutdown(&mut self, ctx: FlushContext<'_>, deadline: Instant)
     -> impl Future<Output = ()>;
+    /// When the run loop should call [`Flusher::on_timer`] next, while it waits; `None`: never.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+    /// A timer tick while the sandbox is thawed and the run loop waits (for `/next`'s answer, or
+    /// for runtimeDone); must finish by `deadline`, and should not wait for the backend.
+    fn on_timer(&mut self, ctx: FlushContext<'_>, deadline: Instant) -> impl Future<Output = ()> {
+        let _ = (ctx, deadline);
+        async {}
+    }
+}
+
+/// Awaits `work`, calling the flusher's timer whenever it comes due meanwhile. `work` is polled
+/// first and kept across ticks (never cancelled); each tick is bounded by `budget` and `limit`.
+pub async fn with_timer<F: Flusher, T>(
+    flusher: &mut F,
+    ctx: FlushContext<'_>,
+    work: impl Future<Output = T>,
+    budget: Duration,
+    limit: Instant,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut earliest = Instant::now();
+    loop {
+        let Some(at) = flusher.next_timer() else {
+            return work.await;
+        };
+        let at = at.max(earliest);
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            () = tokio::time::sleep_until(at) => {
+                let now = Instant::now();
+                earliest = now + MIN_TIMER_GAP;
+                let deadline = (now + budget).min(limit);
+                bounded(deadline, flusher.on_timer(ctx, deadline)).await;
+            }
+        }
+    }
 }
 
 /// Flushes nothing: there is nothing to send yet.
@@ -182,8 +226,14 @@ struct LoopState<'a> {
 impl LoopState<'_> {
     async fn serve(&mut self, flusher: &mut impl Flusher) -> ExitCode {
         let mut failures = 0u32;
+        // No invocation bounds the timer's flushes while loupe waits for its next event.
+        let no_limit = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         loop {
-            let event = match self.client.next_event().await {
+            let client = self.client;
+            let next = client.next_event();
+            let timeout = self.config.flush_timeout;
+            let waited = with_timer(flusher, self.context(), next, timeout, no_limit).await;
+            let event = match waited {
                 Ok(event) => {
                     failures = 0;
                     event
@@ -238,11 +288,9 @@ impl LoopState<'_> {
         let deadline = deadline_instant(invoke.deadline_ms, DEFAULT_INVOKE_WAIT, INVOKE_MARGIN);
         // Without a subscription no runtimeDone can come: waiting would only cost the user.
         if self.config.flush == FlushStrategy::End && self.subscription.api != Api::None {
-            match self
-                .tracker
-                .wait_runtime_done(&invoke.request_id, deadline)
-                .await
-            {
+            let wait = self.tracker.wait_runtime_done(&invoke.request_id, deadline);
+            let timeout = self.config.flush_timeout;
+            match with_timer(flusher, self.context(), wait, timeout, deadline).await {
                 Some(done) => {
                     log::debug!("runtimeDone {} {} applied", invoke.request_id, done.status)
                 }

@@ -1,30 +1,43 @@
 //! Flush control: when data leaves the sandbox, and within which budget.
 //!
-//! In: the run loop's calls ([`Flusher::after_invoke`], [`Flusher::at_shutdown`]), batches from a
-//! [`Source`], the tracker and the intake counters. Out: encoded requests handed to the
-//! [`Shipper`] (inline, or in a background task that the next call awaits), and loupe's own
-//! metrics (`loupe.*`) added to the next batch.
+//! In: the run loop's calls ([`Flusher::after_invoke`], [`Flusher::on_timer`],
+//! [`Flusher::at_shutdown`]), batches from a [`Source`], the tracker and the intake counters.
+//! Out: encoded requests handed to the [`Shipper`] (inline, or in a background task), and
+//! loupe's own metrics (`loupe.*`) added to the next batch.
 //!
 //! # Strategies (`LOUPE_FLUSH`)
 //! * `end`: after each INVOKE (the run loop waited for runtimeDone), drain and send, then return.
 //! * `adaptive` (default): while invocations are sparse, as `end` (waiting for this request's
-//!   runtimeDone itself, bounded by the deadline). When they are frequent, pipelined: drain, start
-//!   the send in a background task and return at once; the next call awaits that task (bounded by
-//!   its deadline) before it drains again, so no send is in flight across a freeze unobserved.
+//!   runtimeDone itself, bounded by the deadline). When they are frequent, pipelined: drain,
+//!   start the send in a background task and return at once. A pipelined flush never waits for
+//!   the backend: when the previous send is still running, it leaves the data in the source
+//!   (bounded, counting its drops) for a later flush and returns.
 //!   The rule: invocations are *frequent* when the smoothed interval between INVOKEs is shorter
 //!   than `max(1 s, 4 × the smoothed send latency)` — then an end-of-invocation flush would add
 //!   a noticeable share to every invocation, and the next INVOKE comes soon enough to carry the
 //!   data. Pipelined too when runtimeDone did not come three times in a row (no telemetry).
 //!   An end-of-invocation flush is also forced when the last flush is older than
-//!   [`BACKUP_INTERVAL`] (a pipelined flush was skipped because a send was still in flight).
-//! * `periodic:<s>`: at an INVOKE, when `s` seconds passed since the last flush, pipelined.
+//!   [`BACKUP_INTERVAL`] (pipelined flushes were skipped because a send was still running).
+//! * `periodic:<s>`: every `s` seconds of thawed time (the run loop's timer) and at an INVOKE
+//!   when `s` seconds passed since the last flush, pipelined.
 //! * SHUTDOWN: a final flush within the deadline, keeping [`SHUTDOWN_RESERVE`] (at most a quarter
 //!   of the time left) for one last small request with the drop counters.
 //!
+//! # Timer
+//! While loupe waits (for `/next`'s answer, or for runtimeDone), the run loop calls
+//! [`Flusher::on_timer`] at [`Flusher::next_timer`]: `s` seconds after the last flush with
+//! `periodic:<s>`, [`BACKUP_INTERVAL`] otherwise. The timer flush is pipelined, so a long
+//! invocation's data leaves while it runs. While the sandbox is frozen no timer fires; a timer
+//! that came due during the freeze fires after the thaw.
+//!
 //! While the sandbox is thawed, the background task keeps retrying what is queued (up to
-//! [`BACKUP_INTERVAL`] after it started, stopped by the next call). Batches themselves are
-//! drained only at the run loop's calls: the [`Source`] future is not `Send`, so no timer task
-//! can drain it; a quiet sandbox's last batch goes at its next INVOKE or at SHUTDOWN.
+//! [`BACKUP_INTERVAL`] after it started, stopped by the next flush between two attempts).
+//!
+//! # Duplicates
+//! A pipelined send may be in flight when the sandbox freezes; after the thaw its timeout may
+//! fire although the backend got it, and it is retried. Every request carries the same
+//! idempotency key on each of its retries ([`crate::export::ship::BATCH_ID_HEADER`]), so a
+//! backend can drop the second copy.
 //!
 //! Without a backend, or when the API key could not be fetched, every call drains at once and
 //! counts what it drops (`loupe.export.dropped{reason=no_backend|api_key}`); nothing is sent and
@@ -32,13 +45,13 @@
 //!
 //! # Budget
 //! Each flush: `min(LOUPE_FLUSH_TIMEOUT_MS, deadline)`, where the run loop's deadline is the
-//! invocation's deadline less a margin. The TCP connect timeout is separate
+//! invocation's deadline less a margin. The metrics and logs requests of one flush go
+//! concurrently within it. The TCP connect timeout is separate
 //! ([`ShipSettings::connect_timeout`]). Nothing here waits past the deadline it was given.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -50,15 +63,17 @@ use crate::export::encode::{Encoded, Encoder};
 use crate::export::metrics::{Cumulative, Point};
 use crate::export::otlp;
 use crate::export::proto::resource::v1::Resource;
-use crate::export::ship::{DropReason, ShipSettings, Shipper, Tally};
-use crate::extension::{FlushContext, Flusher};
+use crate::export::ship::{DropReason, SendControl, ShipSettings, Shipper, Tally};
+use crate::extension::{self, FlushContext, Flusher};
 use crate::invocation::Drained;
 use crate::lambda::client::InvokeEvent;
 use crate::lambda::stats::StatsSnapshot;
 
-/// A quiet sandbox flushes at least this often (at its next INVOKE), and the background task
-/// retries queued requests for at most this long.
+/// A sandbox flushes at least this often while thawed (the timer, or its next INVOKE), and the
+/// background task retries queued requests for at most this long.
 pub const BACKUP_INTERVAL: Duration = Duration::from_secs(20);
+/// A timer flush skipped because a send was still running is tried again this soon.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// Kept at SHUTDOWN for the last request with the drop counters.
 pub const SHUTDOWN_RESERVE: Duration = Duration::from_millis(200);
 /// Invocations at least this far apart are sparse whatever the flush latency.
@@ -108,7 +123,7 @@ enum Key {
 enum Mode {
     /// Send and wait (bounded).
     Inline,
-    /// Send in a background task; the next flush awaits it.
+    /// Send in a background task; never wait for the previous one (skip while it sends).
     Background,
 }
 
@@ -126,7 +141,9 @@ pub struct Flush<S: Source> {
     account_id: Option<String>,
     resource: Resource,
     shipper: Option<Shipper>,
-    in_flight: Option<(JoinHandle<Shipper>, Arc<Notify>)>,
+    in_flight: Option<(JoinHandle<Shipper>, Arc<SendControl>)>,
+    /// When the run loop's timer should call next.
+    next_timer: Instant,
     /// Start of the current delta window, ns since the epoch.
     window_start: u64,
     last_flush: Instant,
@@ -178,6 +195,7 @@ impl<S: Source> Flush<S> {
             account_id: None,
             resource: otlp::resource(&config.lambda, None),
             in_flight: None,
+            next_timer: Instant::now() + timer_interval(config.flush),
             window_start: now_unix_nano(),
             last_flush: Instant::now(),
             last_invoke: None,
@@ -242,13 +260,22 @@ impl<S: Source> Flush<S> {
         self.last_invoke = Some(now);
     }
 
+    /// Waits (bounded by `deadline`) until no send is in flight; `true` when none is.
+    pub async fn idle(&mut self, deadline: Instant) -> bool {
+        self.settle(deadline, true).await
+    }
+
     /// Gets the shipper back from a background send; `false` if it is still running at
-    /// `deadline`.
-    async fn settle(&mut self, deadline: Instant) -> bool {
-        let Some((mut handle, stop)) = self.in_flight.take() else {
+    /// `deadline`, or, unless `wait`, if it is sending at all (then nothing waits).
+    async fn settle(&mut self, deadline: Instant, wait: bool) -> bool {
+        let Some((mut handle, control)) = self.in_flight.take() else {
             return true;
         };
-        stop.notify_one();
+        if !wait && !handle.is_finished() && !control.stop_if_idle() {
+            self.in_flight = Some((handle, control));
+            return false;
+        }
+        control.stop();
         match tokio::time::timeout_at(deadline, &mut handle).await {
             Ok(Ok(mut shipper)) => {
                 if let Some(took) = shipper.take_send_duration() {
@@ -269,7 +296,7 @@ impl<S: Source> Flush<S> {
                 true
             }
             Err(_) => {
-                self.in_flight = Some((handle, stop));
+                self.in_flight = Some((handle, control));
                 false
             }
         }
@@ -301,11 +328,13 @@ impl<S: Source> Flush<S> {
 
     /// One flush: drain the tracker and the source, encode, send. `deadline` bounds it.
     async fn flush(&mut self, ctx: FlushContext<'_>, deadline: Instant, mode: Mode) {
-        if !self.settle(deadline).await {
-            log::debug!("a send is still in flight at the deadline; flushing later");
+        if !self.settle(deadline, mode == Mode::Inline).await {
+            log::debug!("a send is still in flight; flushing later");
+            self.next_timer = Instant::now() + BUSY_RETRY.min(timer_interval(self.strategy));
             return;
         }
         let started = Instant::now();
+        self.next_timer = started + timer_interval(self.strategy);
         let budget = (started + self.flush_timeout).min(deadline);
         self.ensure_key(budget).await;
         let drained = ctx
@@ -326,8 +355,8 @@ impl<S: Source> Flush<S> {
         self.own_metrics(&mut batch, &mut shipper, &stats, true);
         let fresh = self.encode(batch, &mut shipper);
         let flush_timeout = self.flush_timeout;
-        let stop = Arc::new(Notify::new());
-        let task_stop = stop.clone();
+        let control = Arc::new(SendControl::busy());
+        let task_control = control.clone();
         let linger = mode == Mode::Background;
         // The send runs in its own task either way, so that a caller cut off at its deadline
         // leaves the shipper (queue, breaker, counters) to be awaited, never lost.
@@ -337,16 +366,16 @@ impl<S: Source> Flush<S> {
         let send_by = budget - margin;
         let handle = tokio::spawn(async move {
             shipper.ship(fresh, send_by).await;
-            if linger {
+            if task_control.end() && linger {
                 shipper
-                    .linger(&task_stop, started + BACKUP_INTERVAL, flush_timeout)
+                    .linger(&task_control, started + BACKUP_INTERVAL, flush_timeout)
                     .await;
             }
             shipper
         });
-        self.in_flight = Some((handle, stop));
+        self.in_flight = Some((handle, control));
         if mode == Mode::Inline {
-            self.settle(budget).await;
+            self.settle(budget, true).await;
         }
     }
 
@@ -550,10 +579,10 @@ impl<S: Source> Flusher for Flush<S> {
             }
             FlushStrategy::Adaptive => {
                 if self.sparse() || overdue {
-                    let done = ctx
-                        .tracker
-                        .wait_runtime_done(&invoke.request_id, deadline)
-                        .await;
+                    // A long invocation still gets its timer flushes while this waits.
+                    let wait = ctx.tracker.wait_runtime_done(&invoke.request_id, deadline);
+                    let timeout = self.flush_timeout;
+                    let done = extension::with_timer(self, ctx, wait, timeout, deadline).await;
                     if done.is_some() {
                         self.missed_runtime_done = 0;
                     } else {
@@ -567,6 +596,23 @@ impl<S: Source> Flusher for Flush<S> {
         }
     }
 
+    fn next_timer(&self) -> Option<Instant> {
+        Some(self.next_timer)
+    }
+
+    async fn on_timer(&mut self, ctx: FlushContext<'_>, deadline: Instant) {
+        if Instant::now() < self.next_timer {
+            return;
+        }
+        let can_send = self.shipper.as_ref().is_none_or(Shipper::can_send);
+        let mode = if can_send {
+            Mode::Background
+        } else {
+            Mode::Inline
+        };
+        self.flush(ctx, deadline, mode).await;
+    }
+
     async fn at_shutdown(&mut self, ctx: FlushContext<'_>, deadline: Instant) {
         let left = deadline.saturating_duration_since(Instant::now());
         let reserve = SHUTDOWN_RESERVE.min(left / 4);
@@ -576,11 +622,19 @@ impl<S: Source> Flusher for Flush<S> {
         self.flush_timeout = left;
         self.flush(ctx, main, Mode::Inline).await;
         self.flush_timeout = timeout;
-        if self.settle(main).await {
+        if self.settle(main, true).await {
             self.final_report(deadline).await;
         } else {
             log::warn!("shutdown: a send was still in flight at the deadline");
         }
+    }
+}
+
+/// How long after a flush the timer calls again.
+fn timer_interval(strategy: FlushStrategy) -> Duration {
+    match strategy {
+        FlushStrategy::Periodic(every) => every,
+        FlushStrategy::Adaptive | FlushStrategy::End => BACKUP_INTERVAL,
     }
 }
 

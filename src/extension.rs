@@ -426,6 +426,60 @@ fn supervise(name: &'static str, task: JoinHandle<()>) {
 mod tests {
     use super::*;
 
+    /// Ticks every `every` after the last tick, recording when.
+    struct Ticking {
+        every: Duration,
+        next: Instant,
+        ticks: Vec<Instant>,
+    }
+
+    impl Flusher for Ticking {
+        async fn after_invoke(&mut self, _: FlushContext<'_>, _: &InvokeEvent, _: Instant) {}
+        async fn at_shutdown(&mut self, _: FlushContext<'_>, _: Instant) {}
+        fn next_timer(&self) -> Option<Instant> {
+            Some(self.next)
+        }
+        async fn on_timer(&mut self, _: FlushContext<'_>, deadline: Instant) {
+            let now = Instant::now();
+            assert!(deadline > now);
+            self.ticks.push(now);
+            self.next = now + self.every;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_ticks_beside_a_wait_that_is_kept_across_ticks() {
+        let (tracker, _task) = invocation::spawn(Tracker::default());
+        let stats = Stats::default();
+        let registration = Registration::default();
+        let ctx = FlushContext {
+            tracker: &tracker,
+            stats: &stats,
+            registration: &registration,
+        };
+        let t0 = Instant::now();
+        let every = Duration::from_secs(5);
+        let mut f = Ticking {
+            every,
+            next: t0 + every,
+            ticks: Vec::new(),
+        };
+        // The wait: answered after 12 s, while the timer ticks twice beside it.
+        let work = async {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            "event"
+        };
+        let limit = t0 + Duration::from_secs(60);
+        let out = with_timer(&mut f, ctx, work, Duration::from_secs(1), limit).await;
+        assert_eq!(out, "event");
+        assert_eq!(f.ticks, vec![t0 + every, t0 + every * 2]);
+        assert_eq!(Instant::now(), t0 + Duration::from_secs(12));
+        // A flusher without a timer just waits.
+        let mut quiet = NoFlush;
+        let out = with_timer(&mut quiet, ctx, async { 7 }, Duration::from_secs(1), limit).await;
+        assert_eq!(out, 7);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deadlines_from_epoch_ms() {
         let now = Instant::now();

@@ -89,7 +89,8 @@ pub trait Flusher {
 }
 
 /// Awaits `work`, calling the flusher's timer whenever it comes due meanwhile. `work` is polled
-/// first and kept across ticks (never cancelled); each tick is bounded by `budget` and `limit`.
+/// first, and on while a tick runs: it is never cancelled, and an answer that arrives during a
+/// tick is returned once the tick is over. Each tick is bounded by `budget` and `limit`.
 pub async fn with_timer<F: Flusher, T>(
     flusher: &mut F,
     ctx: FlushContext<'_>,
@@ -107,12 +108,22 @@ pub async fn with_timer<F: Flusher, T>(
         tokio::select! {
             biased;
             out = &mut work => return out,
-            () = tokio::time::sleep_until(at) => {
-                let now = Instant::now();
-                earliest = now + MIN_TIMER_GAP;
-                let deadline = (now + budget).min(limit);
-                bounded(deadline, flusher.on_timer(ctx, deadline)).await;
+            () = tokio::time::sleep_until(at) => {}
+        }
+        let now = Instant::now();
+        earliest = now + MIN_TIMER_GAP;
+        let deadline = (now + budget).min(limit);
+        let mut tick = std::pin::pin!(bounded(deadline, flusher.on_timer(ctx, deadline)));
+        let mut done = None;
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work, if done.is_none() => done = Some(out),
+                () = &mut tick => break,
             }
+        }
+        if let Some(out) = done {
+            return out;
         }
     }
 }
@@ -426,9 +437,10 @@ fn supervise(name: &'static str, task: JoinHandle<()>) {
 mod tests {
     use super::*;
 
-    /// Ticks every `every` after the last tick, recording when.
+    /// Ticks every `every` after the last tick, recording when; each tick takes `takes`.
     struct Ticking {
         every: Duration,
+        takes: Duration,
         next: Instant,
         ticks: Vec<Instant>,
     }
@@ -444,6 +456,7 @@ mod tests {
             assert!(deadline > now);
             self.ticks.push(now);
             self.next = now + self.every;
+            tokio::time::sleep(self.takes).await;
         }
     }
 
@@ -461,6 +474,7 @@ mod tests {
         let every = Duration::from_secs(5);
         let mut f = Ticking {
             every,
+            takes: Duration::ZERO,
             next: t0 + every,
             ticks: Vec::new(),
         };
@@ -474,6 +488,24 @@ mod tests {
         assert_eq!(out, "event");
         assert_eq!(f.ticks, vec![t0 + every, t0 + every * 2]);
         assert_eq!(Instant::now(), t0 + Duration::from_secs(12));
+        // An answer that comes during a tick: the wait goes on during the tick (it completes at
+        // 6 s, not when the tick ends at 8 s) and is returned once the tick is over.
+        let t1 = Instant::now();
+        let mut slow = Ticking {
+            every,
+            takes: Duration::from_secs(3),
+            next: t1 + every,
+            ticks: Vec::new(),
+        };
+        let work = async {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            Instant::now()
+        };
+        let limit = t1 + Duration::from_secs(60);
+        let answered = with_timer(&mut slow, ctx, work, Duration::from_secs(10), limit).await;
+        assert_eq!(answered, t1 + Duration::from_secs(6));
+        assert_eq!(slow.ticks, vec![t1 + every]);
+        assert_eq!(Instant::now(), t1 + Duration::from_secs(8));
         // A flusher without a timer just waits.
         let mut quiet = NoFlush;
         let out = with_timer(&mut quiet, ctx, async { 7 }, Duration::from_secs(1), limit).await;

@@ -2,24 +2,25 @@
 //!
 //! In: the run loop's calls ([`Flusher::after_invoke`], [`Flusher::on_timer`],
 //! [`Flusher::at_shutdown`]), batches from a [`Source`], the tracker and the intake counters.
-//! Out: encoded requests handed to the [`Shipper`] (inline, or in a background task), and
-//! loupe's own metrics (`loupe.*`) added to the next batch.
+//! Out: each batch, with loupe's own metrics (`loupe.*`) added, encoded and sent by the
+//! [`Shipper`] in a send task that the flush awaits (inline) or leaves running (background).
 //!
 //! # Strategies (`LOUPE_FLUSH`)
 //! * `end`: after each INVOKE (the run loop waited for runtimeDone), drain and send, then return.
 //! * `adaptive` (default): while invocations are sparse, as `end` (waiting for this request's
-//!   runtimeDone itself, bounded by the deadline). When they are frequent, pipelined: drain,
-//!   start the send in a background task and return at once. A pipelined flush never waits for
-//!   the backend: when the previous send is still running, it leaves the data in the source
-//!   (bounded, counting its drops) for a later flush and returns.
+//!   runtimeDone itself, bounded by the deadline). When they are frequent, pipelined:
+//!   `after_invoke` returns at once with the timer due, so the run loop asks for the next event
+//!   first and then, while it waits, drains and starts the send in a background task (encoding
+//!   included). A pipelined flush never waits for the backend: when the previous send is still
+//!   running, it leaves the data in the source (bounded, counting its drops) for a later flush.
 //!   The rule: invocations are *frequent* when the smoothed interval between INVOKEs is shorter
 //!   than `max(1 s, 4 × the smoothed send latency)` — then an end-of-invocation flush would add
 //!   a noticeable share to every invocation, and the next INVOKE comes soon enough to carry the
 //!   data. Pipelined too when runtimeDone did not come three times in a row (no telemetry).
 //!   An end-of-invocation flush is also forced when the last flush is older than
 //!   [`BACKUP_INTERVAL`] (pipelined flushes were skipped because a send was still running).
-//! * `periodic:<s>`: every `s` seconds of thawed time (the run loop's timer) and at an INVOKE
-//!   when `s` seconds passed since the last flush, pipelined.
+//! * `periodic:<s>`: every `s` seconds of thawed time (the run loop's timer), and pipelined at
+//!   an INVOKE when `s` seconds passed since the last flush.
 //! * SHUTDOWN: a final flush within the deadline, keeping [`SHUTDOWN_RESERVE`] (at most a quarter
 //!   of the time left) for one last small request with the drop counters.
 //!
@@ -57,7 +58,7 @@ use tokio::time::Instant;
 
 use crate::aggregate::{Histogram, Series, SeriesKey};
 use crate::batch::{Batch, Counter, Source};
-use crate::config::{self, ApiKeySource, Config, FlushStrategy, LambdaEnv, Temporality};
+use crate::config::{self, ApiKeySource, Config, FlushStrategy, LambdaEnv, Protocol, Temporality};
 use crate::emf::Unit;
 use crate::export::encode::{Encoded, Encoder};
 use crate::export::metrics::{Cumulative, Point};
@@ -109,6 +110,9 @@ impl Default for Settings {
     }
 }
 
+/// A send in a background task; it hands the shipper and the encoding state back.
+type SendTask = JoinHandle<(Shipper, Encoding)>;
+
 /// The API key's state.
 enum Key {
     /// None needed (or given in the environment).
@@ -131,8 +135,9 @@ pub struct Flush<S: Source> {
     source: S,
     strategy: FlushStrategy,
     flush_timeout: Duration,
-    encoder: Encoder,
-    cumulative: Option<Cumulative>,
+    /// With the shipper in the send task while a send is in flight.
+    encoding: Option<Encoding>,
+    spec: EncodingSpec,
     env: LambdaEnv,
     settings: Settings,
     endpoints: Option<config::Endpoints>,
@@ -141,11 +146,9 @@ pub struct Flush<S: Source> {
     account_id: Option<String>,
     resource: Resource,
     shipper: Option<Shipper>,
-    in_flight: Option<(JoinHandle<Shipper>, Arc<SendControl>)>,
+    in_flight: Option<(SendTask, Arc<SendControl>)>,
     /// When the run loop's timer should call next.
     next_timer: Instant,
-    /// Start of the current delta window, ns since the epoch.
-    window_start: u64,
     last_flush: Instant,
     last_invoke: Option<Instant>,
     gap: Option<Duration>,
@@ -165,6 +168,12 @@ impl<S: Source> Flush<S> {
         let mut ship = settings.ship.clone();
         ship.connect_timeout = ship.connect_timeout.min(config.flush_timeout);
         let settings = Settings { ship, ..settings };
+        let spec = EncodingSpec {
+            protocol: config.protocol,
+            temporality: config.temporality,
+            max_series: config.max_series,
+            max_request_bytes: settings.max_request_bytes,
+        };
         let key = match &config.api_key_source {
             Some(src) if config.endpoints.is_some() => {
                 Key::Pending(src.clone(), config.api_key_header.clone())
@@ -175,13 +184,8 @@ impl<S: Source> Flush<S> {
             source,
             strategy: config.flush,
             flush_timeout: config.flush_timeout,
-            encoder: Encoder::with_limit(
-                config.protocol,
-                config.temporality,
-                settings.max_request_bytes,
-            ),
-            cumulative: (config.temporality == Temporality::Cumulative)
-                .then(|| Cumulative::new(config.max_series)),
+            encoding: Some(Encoding::new(spec)),
+            spec,
             env: config.lambda.clone(),
             shipper: Some(Shipper::new(
                 config.endpoints.clone(),
@@ -196,7 +200,6 @@ impl<S: Source> Flush<S> {
             resource: otlp::resource(&config.lambda, None),
             in_flight: None,
             next_timer: Instant::now() + timer_interval(config.flush),
-            window_start: now_unix_nano(),
             last_flush: Instant::now(),
             last_invoke: None,
             gap: None,
@@ -277,13 +280,14 @@ impl<S: Source> Flush<S> {
         }
         control.stop();
         match tokio::time::timeout_at(deadline, &mut handle).await {
-            Ok(Ok(mut shipper)) => {
+            Ok(Ok((mut shipper, encoding))) => {
                 if let Some(took) = shipper.take_send_duration() {
                     self.latency = Some(smooth(self.latency, took));
                     // A finite, non-negative number of seconds: cannot be refused.
                     let _ = self.latencies.record(took.as_secs_f64());
                 }
                 self.shipper = Some(shipper);
+                self.encoding = Some(encoding);
                 true
             }
             Ok(Err(e)) => {
@@ -293,6 +297,7 @@ impl<S: Source> Flush<S> {
                     &self.headers,
                     self.settings.ship.clone(),
                 ));
+                self.encoding = Some(Encoding::new(self.spec));
                 true
             }
             Err(_) => {
@@ -300,6 +305,12 @@ impl<S: Source> Flush<S> {
                 false
             }
         }
+    }
+
+    /// A pipelined flush: due on the timer now, so that the run loop asks for the next event
+    /// first and drains while it waits.
+    fn flush_soon(&mut self) {
+        self.next_timer = Instant::now();
     }
 
     /// Fetches the API key once, bounded by `deadline`.
@@ -349,11 +360,12 @@ impl<S: Source> Flush<S> {
             return;
         }
         self.last_flush = started;
-        let Some(mut shipper) = self.shipper.take() else {
+        let (Some(mut shipper), Some(mut encoding)) = (self.shipper.take(), self.encoding.take())
+        else {
             return;
         };
-        self.own_metrics(&mut batch, &mut shipper, &stats, true);
-        let fresh = self.encode(batch, &mut shipper);
+        self.own_metrics(&mut batch, &mut shipper, &encoding, &stats, true);
+        let resource = self.resource.clone();
         let flush_timeout = self.flush_timeout;
         let control = Arc::new(SendControl::busy());
         let task_control = control.clone();
@@ -364,14 +376,29 @@ impl<S: Source> Flush<S> {
         // them finish.
         let margin = SETTLE_MARGIN.min(budget.saturating_duration_since(started) / 10);
         let send_by = budget - margin;
+        // Encoding happens in the task too, on a blocking thread: a pipelined flush returns
+        // before it, and the run loop's thread stays free for the next event meanwhile.
         let handle = tokio::spawn(async move {
+            let encoded = tokio::task::spawn_blocking(move || {
+                let fresh = encoding.encode(&resource, batch, &mut shipper);
+                (shipper, encoding, fresh)
+            })
+            .await;
+            let (mut shipper, encoding, fresh) = match encoded {
+                Ok(done) => done,
+                // A panic while encoding fails this task too; `settle` starts afresh.
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(e) => panic!("encoding did not finish: {e}"),
+                },
+            };
             shipper.ship(fresh, send_by).await;
             if task_control.end() && linger {
                 shipper
                     .linger(&task_control, started + BACKUP_INTERVAL, flush_timeout)
                     .await;
             }
-            shipper
+            (shipper, encoding)
         });
         self.in_flight = Some((handle, control));
         if mode == Mode::Inline {
@@ -379,52 +406,12 @@ impl<S: Source> Flush<S> {
         }
     }
 
-    fn encode(&mut self, batch: Batch, shipper: &mut Shipper) -> Vec<Encoded> {
-        if let Some(reason) = shipper.blocked() {
-            // Nothing will be sent: count without encoding.
-            let counters = batch.counters.iter().filter(|c| c.value > 0).count();
-            let points = (batch.series.len() + counters) as u64;
-            shipper.count_drop(reason, points, batch.events.len() as u64);
-            return Vec::new();
-        }
-        let end = now_unix_nano().max(self.window_start);
-        let start = self.window_start;
-        self.window_start = end;
-        let mut points: Vec<Point> = batch
-            .series
-            .into_iter()
-            .map(|s| Point::histogram(s, start, end))
-            .collect();
-        points.extend(
-            batch
-                .counters
-                .iter()
-                .filter(|c| c.value > 0)
-                .map(|c| Point::counter(c, start, end)),
-        );
-        if let Some(c) = self.cumulative.as_mut() {
-            points = c.accumulate(points);
-        }
-        let mut out = Vec::new();
-        let oversized = self
-            .encoder
-            .encode(&self.resource, &points, &batch.events, &mut out);
-        if oversized.points + oversized.events > 0 {
-            log::warn!(
-                "{} point(s) and {} event(s) too large for one request: dropped",
-                oversized.points,
-                oversized.events
-            );
-            shipper.count_drop(DropReason::TooLarge, oversized.points, oversized.events);
-        }
-        out
-    }
-
     /// Adds loupe's own counters (deltas since the last flush) and the flush latency series.
     fn own_metrics(
         &mut self,
         batch: &mut Batch,
         shipper: &mut Shipper,
+        encoding: &Encoding,
         stats: &StatsSnapshot,
         flush: bool,
     ) {
@@ -455,7 +442,7 @@ impl<S: Source> Flush<S> {
                     .with("item", "event"),
             );
         }
-        if let Some(cum) = &self.cumulative {
+        if let Some(cum) = &encoding.cumulative {
             push(Counter::new(
                 "loupe.cumulative.evicted",
                 cum.evicted() - self.evicted_seen,
@@ -520,7 +507,8 @@ impl<S: Source> Flush<S> {
 
     /// The last request at SHUTDOWN: what was dropped, bounded by `deadline`.
     async fn final_report(&mut self, deadline: Instant) {
-        let Some(mut shipper) = self.shipper.take() else {
+        let (Some(mut shipper), Some(mut encoding)) = (self.shipper.take(), self.encoding.take())
+        else {
             return;
         };
         shipper.drop_queue(DropReason::Unsent);
@@ -539,18 +527,90 @@ impl<S: Source> Flush<S> {
         if !shipper.can_send() {
             shipper.take_delta();
             self.shipper = Some(shipper);
+            self.encoding = Some(encoding);
             return;
         }
         let mut batch = Batch::default();
         let stats = self.stats_seen.clone();
-        self.own_metrics(&mut batch, &mut shipper, &stats, false);
+        self.own_metrics(&mut batch, &mut shipper, &encoding, &stats, false);
         // Only the counters of what went wrong or was not reported yet: one small request.
-        let fresh = self.encode(batch, &mut shipper);
+        let fresh = encoding.encode(&self.resource, batch, &mut shipper);
         shipper.ship(fresh, deadline).await;
         // Whatever did not go now never will: count it in the totals (and the log above).
         shipper.drop_queue(DropReason::Unsent);
         shipper.take_delta();
         self.shipper = Some(shipper);
+        self.encoding = Some(encoding);
+    }
+}
+
+/// Turning batches into requests: the encoder, the delta window and the cumulative state. It
+/// travels with the shipper into the send task.
+struct Encoding {
+    encoder: Encoder,
+    cumulative: Option<Cumulative>,
+    /// Start of the current delta window, ns since the epoch.
+    window_start: u64,
+}
+
+/// What an [`Encoding`] is made from.
+#[derive(Clone, Copy)]
+struct EncodingSpec {
+    protocol: Protocol,
+    temporality: Temporality,
+    max_series: usize,
+    max_request_bytes: usize,
+}
+
+impl Encoding {
+    fn new(spec: EncodingSpec) -> Encoding {
+        Encoding {
+            encoder: Encoder::with_limit(spec.protocol, spec.temporality, spec.max_request_bytes),
+            cumulative: (spec.temporality == Temporality::Cumulative)
+                .then(|| Cumulative::new(spec.max_series)),
+            window_start: now_unix_nano(),
+        }
+    }
+
+    fn encode(&mut self, resource: &Resource, batch: Batch, shipper: &mut Shipper) -> Vec<Encoded> {
+        if let Some(reason) = shipper.blocked() {
+            // Nothing will be sent: count without encoding.
+            let counters = batch.counters.iter().filter(|c| c.value > 0).count();
+            let points = (batch.series.len() + counters) as u64;
+            shipper.count_drop(reason, points, batch.events.len() as u64);
+            return Vec::new();
+        }
+        let end = now_unix_nano().max(self.window_start);
+        let start = self.window_start;
+        self.window_start = end;
+        let mut points: Vec<Point> = batch
+            .series
+            .into_iter()
+            .map(|s| Point::histogram(s, start, end))
+            .collect();
+        points.extend(
+            batch
+                .counters
+                .iter()
+                .filter(|c| c.value > 0)
+                .map(|c| Point::counter(c, start, end)),
+        );
+        if let Some(c) = self.cumulative.as_mut() {
+            points = c.accumulate(points);
+        }
+        let mut out = Vec::new();
+        let oversized = self
+            .encoder
+            .encode(resource, &points, &batch.events, &mut out);
+        if oversized.points + oversized.events > 0 {
+            log::warn!(
+                "{} point(s) and {} event(s) too large for one request: dropped",
+                oversized.points,
+                oversized.events
+            );
+            shipper.count_drop(DropReason::TooLarge, oversized.points, oversized.events);
+        }
+        out
     }
 }
 
@@ -574,7 +634,7 @@ impl<S: Source> Flusher for Flush<S> {
             FlushStrategy::End => self.flush(ctx, deadline, Mode::Inline).await,
             FlushStrategy::Periodic(every) => {
                 if now.saturating_duration_since(self.last_flush) >= every {
-                    self.flush(ctx, deadline, Mode::Background).await;
+                    self.flush_soon();
                 }
             }
             FlushStrategy::Adaptive => {
@@ -590,7 +650,7 @@ impl<S: Source> Flusher for Flush<S> {
                     }
                     self.flush(ctx, deadline, Mode::Inline).await;
                 } else {
-                    self.flush(ctx, deadline, Mode::Background).await;
+                    self.flush_soon();
                 }
             }
         }

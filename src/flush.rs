@@ -307,6 +307,19 @@ impl<S: Source> Flush<S> {
         }
     }
 
+    /// The shipper and the encoding state, which go into a send task together (`None` while
+    /// one is in flight).
+    fn take_parts(&mut self) -> Option<(Shipper, Encoding)> {
+        match (self.shipper.take(), self.encoding.take()) {
+            (Some(s), Some(e)) => Some((s, e)),
+            (s, e) => {
+                self.shipper = s;
+                self.encoding = e;
+                None
+            }
+        }
+    }
+
     /// A pipelined flush: due on the timer now, so that the run loop asks for the next event
     /// first and drains while it waits.
     fn flush_soon(&mut self) {
@@ -360,8 +373,7 @@ impl<S: Source> Flush<S> {
             return;
         }
         self.last_flush = started;
-        let (Some(mut shipper), Some(mut encoding)) = (self.shipper.take(), self.encoding.take())
-        else {
+        let Some((mut shipper, mut encoding)) = self.take_parts() else {
             return;
         };
         self.own_metrics(&mut batch, &mut shipper, &encoding, &stats, true);
@@ -445,7 +457,8 @@ impl<S: Source> Flush<S> {
         if let Some(cum) = &encoding.cumulative {
             push(Counter::new(
                 "loupe.cumulative.evicted",
-                cum.evicted() - self.evicted_seen,
+                // Saturating: after a failed send task the cumulative state starts afresh.
+                cum.evicted().saturating_sub(self.evicted_seen),
             ));
             self.evicted_seen = cum.evicted();
         }
@@ -507,8 +520,7 @@ impl<S: Source> Flush<S> {
 
     /// The last request at SHUTDOWN: what was dropped, bounded by `deadline`.
     async fn final_report(&mut self, deadline: Instant) {
-        let (Some(mut shipper), Some(mut encoding)) = (self.shipper.take(), self.encoding.take())
-        else {
+        let Some((mut shipper, mut encoding)) = self.take_parts() else {
             return;
         };
         shipper.drop_queue(DropReason::Unsent);

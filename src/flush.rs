@@ -257,8 +257,9 @@ impl<S: Source> Flush<S> {
             }
         }
         let now = Instant::now();
-        if let Some(last) = self.last_invoke {
-            self.gap = Some(smooth(self.gap, now - last));
+        match self.last_invoke {
+            Some(last) => self.gap = Some(smooth(self.gap, now - last)),
+            None => crate::export::ship::renew_instance_id(),
         }
         self.last_invoke = Some(now);
     }

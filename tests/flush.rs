@@ -675,20 +675,14 @@ async fn a_request_keeps_its_batch_id_across_retries_and_each_request_has_its_ow
     let ids: std::collections::HashSet<String> =
         second.iter().map(batch_id).chain([id.clone()]).collect();
     assert_eq!(ids.len(), 3, "every other request has its own id: {ids:?}");
-    // `<instance>-<sequence>`: the instance part is this process's, the same on every request.
+    // `<instance>-<sequence>`: 16 hex digits (drawn per process, again at its first INVOKE; the
+    // tests of this binary share one process), then the request's number.
     for id in &ids {
         let (instance, sequence) = id.split_once('-').expect("instance-sequence");
         assert_eq!(instance.len(), 16, "{id}");
         assert!(instance.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
         assert!(sequence.parse::<u64>().is_ok(), "{id}");
-        assert_eq!(instance, id.split_once('-').unwrap().0);
     }
-    let instances: std::collections::HashSet<&str> = ids
-        .iter()
-        .filter_map(|i| i.split_once('-'))
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(instances.len(), 1);
     let seen = decode(&[first, second].concat());
     let mut want = names("i", 1, "m");
     want.extend(names("j", 1, "m"));

@@ -16,7 +16,6 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -182,18 +181,38 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(20);
 /// The idempotency key of each request: `<instance>-<sequence>`, kept across its retries.
 pub const BATCH_ID_HEADER: &str = "x-loupe-batch-id";
 
-/// This process's part of the batch ids: 16 hex digits, random, drawn at the first request.
-fn instance_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        // std's RandomState is seeded from the OS's randomness: enough to tell sandboxes apart.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let r =
-            std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));
-        format!("{r:016x}")
-    })
+/// This process's part of the batch ids (0: not drawn yet).
+static INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+/// A random instance part: std's RandomState is seeded from the OS's randomness, and the wall
+/// clock's nanoseconds tell apart environments restored from one snapshot (which share that seed).
+fn draw_instance() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new()
+        .hash_one((nanos, std::process::id()))
+        .max(1)
+}
+
+/// The instance part of the batch ids, drawn at the first request.
+fn instance_id() -> u64 {
+    let current = INSTANCE.load(Ordering::Relaxed);
+    if current != 0 {
+        return current;
+    }
+    let drawn = draw_instance();
+    match INSTANCE.compare_exchange(0, drawn, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => drawn,
+        Err(other) => other,
+    }
+}
+
+/// Draws a new instance part for the requests made from now on. Called at the first INVOKE:
+/// a request made during init may be part of a SnapStart snapshot, and the environments restored
+/// from it must not go on with the same ids.
+pub fn renew_instance_id() {
+    INSTANCE.store(draw_instance(), Ordering::Relaxed);
 }
 
 /// The next request number of this process (shared by every shipper, so never reused).
@@ -213,7 +232,7 @@ struct Pending {
 impl Pending {
     fn new(req: Encoded) -> Pending {
         let seq = next_sequence();
-        let id = format!("{}-{seq}", instance_id());
+        let id = format!("{:016x}-{seq}", instance_id());
         // Hex digits, a dash and decimal digits: always a valid header value.
         let key = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"));
         Pending { req, seq, key }
@@ -703,5 +722,54 @@ impl Shipper {
             self.delta
                 .drop(DropReason::QueueFull, old.req.points, old.req.events);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: Target) -> Encoded {
+        Encoded {
+            target,
+            body: bytes::Bytes::from_static(b"x"),
+            raw_bytes: 1,
+            points: 1,
+            events: 0,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn batch_ids_are_unique_and_renewed_per_instance() {
+        let a = Pending::new(request(Target::Metrics));
+        let b = Pending::new(request(Target::Logs));
+        assert!(b.seq > a.seq);
+        assert_ne!(a.key, b.key);
+        let instance = |p: &Pending| {
+            let key = p.key.to_str().unwrap().to_string();
+            let (i, n) = key.split_once('-').unwrap();
+            assert_eq!(n, p.seq.to_string());
+            i.to_string()
+        };
+        let before = instance(&Pending::new(request(Target::Metrics)));
+        renew_instance_id();
+        let after = instance(&Pending::new(request(Target::Metrics)));
+        assert_eq!(after.len(), 16);
+        assert_ne!(before, after, "a new instance part after a renewal");
+    }
+
+    #[test]
+    fn send_control_states() {
+        let c = SendControl::busy();
+        assert!(c.is_busy());
+        assert!(!c.stop_if_idle(), "not while it sends");
+        assert!(c.end());
+        assert!(!c.is_busy());
+        assert!(c.stop_if_idle());
+        assert!(!c.begin(), "stopped: no further send");
+        let c = SendControl::busy();
+        c.stop();
+        assert!(!c.end(), "stopped during the send: the task ends after it");
     }
 }

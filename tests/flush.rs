@@ -596,6 +596,9 @@ async fn a_slow_backend_never_delays_the_next_pipelined_flush() {
         "f2 stays in the source"
     );
     assert!(rig.flush.in_flight());
+    // The skipped flush is tried again on the timer soon.
+    let retry = rig.flush.next_timer().expect("a timer");
+    assert!(retry > Instant::now() && retry <= Instant::now() + loupe::flush::BUSY_RETRY);
     // The backend answers; a later pipelined flush takes what was left behind.
     backend.set_default(ok());
     backend.release();

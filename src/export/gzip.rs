@@ -56,6 +56,10 @@ impl Gzip {
         crc.update(data);
         out.extend_from_slice(&crc.sum().to_le_bytes());
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        // The body may wait in the retry queue, which counts its length: hold no more than that.
+        if out.capacity() > out.len() + out.len() / 4 + 64 {
+            out.shrink_to_fit();
+        }
         out
     }
 }
@@ -82,6 +86,13 @@ mod tests {
             let packed = gz.compress(input);
             assert_eq!(gunzip(&packed), input);
         }
-        assert!(gz.compress(&a).len() < a.len() / 10);
+        let packed = gz.compress(&a);
+        assert!(packed.len() < a.len() / 10);
+        assert!(
+            packed.capacity() <= packed.len() + packed.len() / 4 + 64,
+            "holds {} bytes for {}",
+            packed.capacity(),
+            packed.len()
+        );
     }
 }

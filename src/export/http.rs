@@ -251,11 +251,12 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// rustls' *ring* provider with what a client that never presents a certificate needs: the
+/// rustls' *ring* provider cut to what a client that never presents a certificate needs: the
 /// AES-GCM suites of TLS 1.3 and 1.2 (every server offers them; AES-NI and the Arm crypto
-/// extensions make them the fast choice on Lambda's CPUs), all key exchange groups, all
-/// signature checks, and no private key loading. Leaving ChaCha20-Poly1305 and the signing
-/// code out keeps them out of the binary.
+/// extensions make them the fast choice on Lambda's CPUs), all key exchange groups, the same
+/// signature checks as rustls' own provider, and no private key loading. Built from parts rather
+/// than from `default_provider()`, so ChaCha20-Poly1305 and the signing code stay out of the
+/// binary.
 fn provider() -> rustls::crypto::CryptoProvider {
     use rustls::crypto::ring::cipher_suite as cs;
     rustls::crypto::CryptoProvider {
@@ -267,8 +268,75 @@ fn provider() -> rustls::crypto::CryptoProvider {
             cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
             cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         ],
+        kx_groups: rustls::crypto::ring::ALL_KX_GROUPS.to_vec(),
+        signature_verification_algorithms: SIGNATURE_CHECKS,
+        secure_random: &SystemRandom,
         key_provider: &NoClientKeys,
-        ..rustls::crypto::ring::default_provider()
+    }
+}
+
+/// Certificate and handshake signature checks: ECDSA (P-256, P-384), Ed25519, RSA PSS and
+/// PKCS#1 v1.5 (2048 to 8192 bits).
+static SIGNATURE_CHECKS: rustls::crypto::WebPkiSupportedAlgorithms = {
+    use rustls::SignatureScheme as S;
+    use webpki::ring as alg;
+    rustls::crypto::WebPkiSupportedAlgorithms {
+        all: &[
+            alg::ECDSA_P256_SHA256,
+            alg::ECDSA_P256_SHA384,
+            alg::ECDSA_P384_SHA256,
+            alg::ECDSA_P384_SHA384,
+            alg::ED25519,
+            alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            alg::RSA_PKCS1_2048_8192_SHA256,
+            alg::RSA_PKCS1_2048_8192_SHA384,
+            alg::RSA_PKCS1_2048_8192_SHA512,
+            alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+        ],
+        // TLS 1.2 does not tie an ECDSA scheme to a curve, so each maps to both.
+        mapping: &[
+            (
+                S::ECDSA_NISTP384_SHA384,
+                &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+            ),
+            (
+                S::ECDSA_NISTP256_SHA256,
+                &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+            ),
+            (S::ED25519, &[alg::ED25519]),
+            (
+                S::RSA_PSS_SHA512,
+                &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+            ),
+            (
+                S::RSA_PSS_SHA384,
+                &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+            ),
+            (
+                S::RSA_PSS_SHA256,
+                &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+            ),
+            (S::RSA_PKCS1_SHA512, &[alg::RSA_PKCS1_2048_8192_SHA512]),
+            (S::RSA_PKCS1_SHA384, &[alg::RSA_PKCS1_2048_8192_SHA384]),
+            (S::RSA_PKCS1_SHA256, &[alg::RSA_PKCS1_2048_8192_SHA256]),
+        ],
+    }
+};
+
+/// Randomness for handshakes, from the operating system through *ring*.
+#[derive(Debug)]
+struct SystemRandom;
+
+impl rustls::crypto::SecureRandom for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
     }
 }
 

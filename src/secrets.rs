@@ -119,7 +119,8 @@ pub fn sign(input: &SignInput<'_>, creds: &Credentials) -> Vec<(String, String)>
     if let Some(token) = &creds.session_token {
         headers.push(("x-amz-security-token".into(), token.clone()));
     }
-    headers.sort();
+    // Names and values compared whole: equal entries are identical, so an unstable sort is exact.
+    headers.sort_unstable();
     let signed_headers = headers
         .iter()
         .map(|(k, _)| k.as_str())

@@ -5,6 +5,7 @@
 //! bytes of an answer. Plain TCP and TLS share one stream type, so hyper's client is built once
 //! for both; pooling, timeouts and retries are the callers' business.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -144,8 +145,17 @@ impl Drop for Connection {
 
 impl Connection {
     /// Opens a connection to `origin`; `connect_timeout` bounds the TCP connect (the TLS and HTTP
-    /// handshakes are bounded by the caller's overall timeout).
-    pub async fn open(
+    /// handshakes are bounded by the caller's overall timeout). Boxed, so its state machine is
+    /// compiled once rather than into each caller's.
+    pub fn open<'a>(
+        origin: &'a Origin,
+        tls: Option<&'a Arc<rustls::ClientConfig>>,
+        connect_timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send + 'a>> {
+        Box::pin(Connection::open_inner(origin, tls, connect_timeout))
+    }
+
+    async fn open_inner(
         origin: &Origin,
         tls: Option<&Arc<rustls::ClientConfig>>,
         connect_timeout: Option<Duration>,

@@ -159,10 +159,20 @@ impl HttpSender {
         let req = builder
             .body(Full::new(body))
             .map_err(|e| SendError::Request(e.to_string()))?;
-        match tokio::time::timeout(timeout, self.exchange(&origin, tls, req)).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::Timeout(timeout)),
+        let deadline = Instant::now() + timeout;
+        let (answer, conn) =
+            match tokio::time::timeout_at(deadline, self.exchange(&origin, tls, req)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(SendError::Timeout(timeout)),
+            };
+        // The answer is in: keeping the connection for later must not turn it into a timeout, so
+        // waiting for the connection to be idle again has its own bound, the same deadline.
+        if let Some(mut conn) = conn {
+            if let Ok(true) = tokio::time::timeout_at(deadline, conn.ready()).await {
+                self.checkin(&origin, conn);
+            }
         }
+        Ok(answer)
     }
 
     async fn exchange(
@@ -170,7 +180,7 @@ impl HttpSender {
         origin: &Origin,
         tls: Option<&Arc<rustls::ClientConfig>>,
         req: Request<Full<Bytes>>,
-    ) -> Result<Answer, SendError> {
+    ) -> Result<(Answer, Option<Connection>), SendError> {
         let (mut conn, reused) = match self.checkout(origin) {
             Some(conn) => (conn, true),
             None => (self.connect(origin, tls).await?, false),
@@ -197,14 +207,12 @@ impl HttpSender {
         // Read a bounded prefix of the body; a larger answer is cut, never buffered whole, and its
         // connection is not reused (the rest of the answer is still on it).
         let (body, cut) = read_body(resp.into_body(), MAX_ANSWER_BYTES).await;
-        if !cut && conn.ready().await {
-            self.checkin(origin, conn);
-        }
-        Ok(Answer {
+        let answer = Answer {
             status,
             retry_after,
             body,
-        })
+        };
+        Ok((answer, (!cut).then_some(conn)))
     }
 
     async fn connect(

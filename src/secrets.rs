@@ -1,5 +1,5 @@
-//! The backend API key from AWS Secrets Manager or SSM Parameter Store, fetched once at init with
-//! the function's own credentials.
+//! The backend API key from AWS Secrets Manager or SSM Parameter Store, fetched once with the
+//! function's own credentials (flush control asks at its first flush, so init never waits on it).
 //!
 //! In: where the key lives ([`ApiKeySource`]), the credentials and region Lambda sets
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`). Out: the key,

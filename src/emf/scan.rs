@@ -150,63 +150,47 @@ impl<'a> Cursor<'a> {
 
     /// The span of a string literal at the cursor (quotes included) and whether it holds
     /// escapes. Control characters are refused, as JSON requires.
+    #[inline]
     fn string_span(&mut self) -> Result<(usize, bool)> {
         let start = self.pos;
         self.eat(b'"')?;
         let mut escaped = false;
+        let bytes = self.bytes;
+        let mut i = self.pos;
         loop {
-            self.skip_plain();
-            match self.peek() {
+            i = skip_plain(bytes, i);
+            match bytes.get(i) {
                 Some(b'"') => {
-                    self.pos += 1;
+                    self.pos = i + 1;
                     return Ok((start, escaped));
                 }
                 // A backslash: skip it and the escaped byte; serde_json checks the escape later.
                 Some(b'\\') => {
                     escaped = true;
-                    self.pos += 2;
+                    i += 2;
                 }
-                Some(0..=0x1f) | None => return Err(NotJson),
-                Some(_) => self.pos += 1,
+                // `skip_plain` stops only at a quote, a backslash, a control character or the
+                // end.
+                _ => return Err(NotJson),
             }
-        }
-    }
-
-    /// Advance over string bytes that are neither `"`, `\\` nor control characters, eight at
-    /// a time (a word-wide test; the lowest flagged byte is exact).
-    #[inline]
-    fn skip_plain(&mut self) {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-            let Ok(word) = <[u8; 8]>::try_from(chunk) else {
-                return;
-            };
-            let x = u64::from_le_bytes(word);
-            let quote = x ^ (ONES * u64::from(b'"'));
-            let slash = x ^ (ONES * u64::from(b'\\'));
-            let special = (quote.wrapping_sub(ONES) & !quote)
-                | (slash.wrapping_sub(ONES) & !slash)
-                | (x.wrapping_sub(ONES * 0x20) & !x);
-            let special = special & HIGH;
-            if special != 0 {
-                self.pos += (special.trailing_zeros() / 8) as usize;
-                return;
-            }
-            self.pos += 8;
         }
     }
 
     /// A string at the cursor, borrowed unless it holds escapes.
+    #[inline]
     fn string(&mut self) -> Result<Cow<'a, str>> {
         let (start, escaped) = self.string_span()?;
-        let lit = self.src.get(start..self.pos).ok_or(NotJson)?;
         if escaped {
+            let lit = self.src.get(start..self.pos).ok_or(NotJson)?;
             serde_json::from_str::<String>(lit)
                 .map(Cow::Owned)
                 .map_err(|_| NotJson)
         } else {
-            lit.get(1..lit.len() - 1).map(Cow::Borrowed).ok_or(NotJson)
+            // Inside the quotes: both cuts sit next to an ASCII quote.
+            self.src
+                .get(start + 1..self.pos - 1)
+                .map(Cow::Borrowed)
+                .ok_or(NotJson)
         }
     }
 
@@ -429,6 +413,48 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Bytes that end a run of plain string text: `"`, `\\` and the control characters.
+static STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The position of the first byte at or after `i` that is `"`, `\\` or a control character
+/// (or `bytes.len()`): eight bytes at a time by a word-wide test (the lowest flagged byte is
+/// exact), then byte by byte.
+#[inline]
+fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let x = u64::from_le_bytes(*word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let slash = x ^ (ONES * u64::from(b'\\'));
+        let special = (quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let special = special & HIGH;
+        if special != 0 {
+            return i + (special.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if STOPS[usize::from(b)] {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +466,31 @@ mod tests {
             Ok(serde_json::Value::Object(_))
         );
         assert_eq!(root(text).is_ok(), serde_ok, "{text:?}");
+    }
+
+    #[test]
+    fn skip_plain_stops_at_the_first_special_byte() {
+        let naive = |b: &[u8], i: usize| {
+            (i..b.len())
+                .find(|&j| matches!(b[j], b'"' | b'\\' | 0..=0x1f))
+                .unwrap_or(b.len())
+        };
+        // Every special byte, at every position of a 20-byte run, from every start.
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for at in 0..20 {
+                let mut b: Vec<u8> = "a\u{e9}cdefghijklmnopqrs".bytes().collect();
+                b.truncate(20);
+                b[at] = special;
+                for i in 0..=b.len() {
+                    assert_eq!(skip_plain(&b, i), naive(&b, i), "{b:?} from {i}");
+                }
+            }
+        }
+        // Bytes of multi-byte characters are plain text.
+        assert_eq!(
+            skip_plain("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}x\"".as_bytes(), 0),
+            11
+        );
     }
 
     #[test]

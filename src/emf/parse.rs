@@ -133,7 +133,7 @@ impl<'a> Root<'a> {
             return None;
         };
         if index.is_empty() {
-            return members.iter().rposition(|(k, _)| k == key);
+            return members.iter().rposition(|(k, _)| same_key(k, key));
         }
         // Positions in `index` are all < members.len() by construction.
         let end = index.partition_point(|&i| &*members[i].0 <= key);
@@ -186,6 +186,12 @@ impl<'a> Root<'a> {
         }
         Ok(())
     }
+}
+
+/// String equality for short keys: lengths first, then the bytes, without a library call.
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// The reasons found so far, each once.
@@ -641,15 +647,23 @@ fn properties<'a>(
             .flat_map(|(_, sets, defs)| defs.iter().map(name).chain(sets.keys.iter().map(|k| &**k)))
     };
     // A few names are scanned; many get a sorted list, so a hostile line stays n log n.
-    let sorted: Option<Vec<&str>> = (named().nth(16).is_some()).then(|| {
+    const FEW: usize = 16;
+    let mut few = [""; FEW];
+    let mut count = 0;
+    for (slot, n) in few.iter_mut().zip(named()) {
+        *slot = n;
+        count += 1;
+    }
+    let sorted: Option<Vec<&str>> = (count == FEW && named().nth(FEW).is_some()).then(|| {
         let mut v: Vec<&str> = named().collect();
         v.sort_unstable();
         v.dedup();
         v
     });
+    let few = few.get(..count).unwrap_or(&[]);
     let is_named = |key: &str| match &sorted {
         Some(v) => v.binary_search(&key).is_ok(),
-        None => named().any(|n| n == key),
+        None => few.iter().any(|n| same_key(n, key)),
     };
     let mut out = Vec::new();
     root.for_each_member(|key, raw| {

@@ -329,7 +329,7 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut list = Vec::new();
+        let mut list = Vec::with_capacity(1);
         self.array(|c| {
             list.push(c.directive()?);
             Ok(())
@@ -361,7 +361,10 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut sets = DimensionSets::default();
+        let mut sets = DimensionSets {
+            keys: Vec::with_capacity(4),
+            ends: Vec::with_capacity(2),
+        };
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'[') {
@@ -385,7 +388,7 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut list = Vec::new();
+        let mut list = Vec::with_capacity(4);
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'{') {

@@ -489,9 +489,8 @@ impl<'a> Raw<'a> {
 /// `json` must be one valid JSON value (a raw member is).
 fn plain_string(json: &str) -> Option<&str> {
     let inner = json.strip_prefix('"')?.strip_suffix('"')?;
-    memchr::memchr(b'\\', inner.as_bytes())
-        .is_none()
-        .then_some(inner)
+    // Valid JSON: the only special byte a string's contents can hold is a backslash.
+    (super::scan::skip_plain(inner.as_bytes(), 0) == inner.len()).then_some(inner)
 }
 
 /// A JSON array of scalars (no strings, arrays or objects inside), judged as a metric target

@@ -120,6 +120,14 @@ impl<'a> Root<'a> {
         }
     }
 
+    /// Members other than `_aws` (repeated keys counted each time).
+    fn len(&self) -> usize {
+        match self {
+            Root::Text { members, .. } => members.len(),
+            Root::Value(map) => map.len(),
+        }
+    }
+
     fn has_aws(&self) -> bool {
         match self {
             Root::Text { aws, .. } => aws.is_some(),
@@ -188,10 +196,11 @@ impl<'a> Root<'a> {
     }
 }
 
-/// String equality for short keys: lengths first, then the bytes, without a library call.
+/// String equality for keys that mostly differ in length: the lengths are compared first, so
+/// the byte comparison (a library call) runs only for keys of the same length.
 #[inline]
 fn same_key(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+    a.len() == b.len() && a.as_bytes() == b.as_bytes()
 }
 
 /// The reasons found so far, each once.
@@ -574,11 +583,11 @@ fn resolve_sets<'a>(
     found: &mut Found,
     opts: &ParseOptions,
 ) -> Vec<Dims<'a>> {
-    if sets.ends.is_empty() {
+    if sets.is_empty() {
         // `"Dimensions": []` is read as `[[]]`.
         return vec![Vec::new()];
     }
-    let mut out: Vec<Dims<'a>> = Vec::with_capacity(sets.ends.len().min(16));
+    let mut out: Vec<Dims<'a>> = Vec::with_capacity(sets.len().min(16));
     for set in sets.sets() {
         match resolve_set(root, set) {
             Some(dims) => out.push(dims),
@@ -665,7 +674,7 @@ fn properties<'a>(
         Some(v) => v.binary_search(&key).is_ok(),
         None => few.iter().any(|n| same_key(n, key)),
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(root.len().min(16));
     root.for_each_member(|key, raw| {
         if !is_named(key) {
             out.push((key.clone(), raw.to_value().map_err(|_| ())?));

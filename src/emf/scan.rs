@@ -361,16 +361,14 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut sets = DimensionSets {
-            keys: Vec::with_capacity(4),
-            ends: Vec::with_capacity(2),
-        };
+        let mut sets = DimensionSets::with_capacity(4);
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'[') {
                 ok = false;
                 return c.skip_value().map(|_| ());
             }
+            let start = sets.keys.len();
             c.array(|c| {
                 match c.str_field()? {
                     Field::Ok(k) => sets.keys.push(k),
@@ -378,7 +376,7 @@ impl<'a> Cursor<'a> {
                 }
                 Ok(())
             })?;
-            sets.ends.push(sets.keys.len());
+            sets.close_set(start);
             Ok(())
         })?;
         Ok(if ok { Field::Ok(sets) } else { Field::Wrong })
@@ -433,7 +431,7 @@ static STOPS: [bool; 256] = {
 /// (or `bytes.len()`): eight bytes at a time by a word-wide test (the lowest flagged byte is
 /// exact), then byte by byte.
 #[inline]
-fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(word) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {

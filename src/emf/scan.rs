@@ -58,19 +58,19 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn eat(&mut self, b: u8) -> Result<()> {
         if self.peek() == Some(b) {
             self.pos += 1;
@@ -80,6 +80,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline(always)]
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth >= MAX_DEPTH {
@@ -88,6 +89,7 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     /// An object at the cursor; `member` is called at each value with its key and must
     /// consume the value. Whitespace before the object must already be skipped.
     fn object(
@@ -122,6 +124,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline(always)]
     /// An array at the cursor; `element` is called at each element and must consume it.
     fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
         self.eat(b'[')?;
@@ -150,7 +153,7 @@ impl<'a> Cursor<'a> {
 
     /// The span of a string literal at the cursor (quotes included) and whether it holds
     /// escapes. Control characters are refused, as JSON requires.
-    #[inline]
+    #[inline(always)]
     fn string_span(&mut self) -> Result<(usize, bool)> {
         let start = self.pos;
         self.eat(b'"')?;
@@ -177,7 +180,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string at the cursor, borrowed unless it holds escapes.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>> {
         let (start, escaped) = self.string_span()?;
         if escaped {
@@ -194,6 +197,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline(always)]
     /// A number at the cursor, checked against the JSON grammar; its text.
     fn number_text(&mut self) -> Result<&'a str> {
         let start = self.pos;
@@ -219,12 +223,14 @@ impl<'a> Cursor<'a> {
         self.src.get(start..self.pos).ok_or(NotJson)
     }
 
+    #[inline(always)]
     fn digits(&mut self) {
         while let Some(b'0'..=b'9') = self.peek() {
             self.pos += 1;
         }
     }
 
+    #[inline(always)]
     fn some_digits(&mut self) -> Result<()> {
         let start = self.pos;
         self.digits();
@@ -289,6 +295,7 @@ impl<'a> Cursor<'a> {
         self.src.get(start..self.pos).ok_or(NotJson)
     }
 
+    #[inline(always)]
     /// A value read as a string field: a string, or `Wrong` (consumed).
     fn str_field(&mut self) -> Result<Field<Cow<'a, str>>> {
         if self.peek() == Some(b'"') {
@@ -297,6 +304,7 @@ impl<'a> Cursor<'a> {
         self.skip_value().map(|_| Field::Wrong)
     }
 
+    #[inline(always)]
     /// A value read as a number field.
     fn num_field(&mut self) -> Result<Field<Num>> {
         if let Some(b'-' | b'0'..=b'9') = self.peek() {
@@ -430,7 +438,7 @@ static STOPS: [bool; 256] = {
 /// The position of the first byte at or after `i` that is `"`, `\\` or a control character
 /// (or `bytes.len()`): eight bytes at a time by a word-wide test (the lowest flagged byte is
 /// exact), then byte by byte.
-#[inline]
+#[inline(always)]
 pub(crate) fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;

@@ -124,7 +124,24 @@ fn time(opts: &ParseOptions, rounds: usize) {
         }
     }
     let serde = (cpu_ns() - t) as f64 / n;
-    println!("ns/line: parse {parse:.0}, parse+aggregate {both:.0}, serde Value {serde:.0}");
+    let parsed: Vec<_> = lines
+        .iter()
+        .filter_map(|l| match emf::parse(Record::Text(l), opts) {
+            Verdict::Emf(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let t = cpu_ns();
+    for _ in 0..rounds {
+        for e in &parsed {
+            agg.add_line(black_box(e));
+        }
+        black_box(agg.drain());
+    }
+    let add = (cpu_ns() - t) as f64 / n;
+    println!(
+        "ns/line: parse {parse:.0}, parse+aggregate {both:.0}, aggregate alone {add:.0}, serde Value {serde:.0}"
+    );
 }
 
 fn main() {
@@ -133,8 +150,14 @@ fn main() {
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(10);
     let opts = options();
 
-    let mut lines = fixture_lines();
-    lines.extend(synthetic(1_000, 100));
+    // `hot` as the third argument: the lines of `benches/hotpath.rs` alone.
+    let mut lines = Vec::new();
+    if args.get(3).is_some_and(|a| a == "hot") {
+        lines.extend(synthetic(10_000, 500));
+    } else {
+        lines.extend(fixture_lines());
+        lines.extend(synthetic(1_000, 100));
+    }
     let emf_lines: Vec<String> = lines
         .into_iter()
         .filter(|l| matches!(emf::parse(Record::Text(l), &opts), Verdict::Emf(_)))
@@ -143,6 +166,24 @@ fn main() {
     match mode {
         "empty" => {}
         "time" => time(&opts, rounds),
+        "aggregate" => {
+            // Aggregation alone, on the lines of `benches/hotpath.rs`.
+            let lines = synthetic(10_000, 500);
+            let parsed: Vec<_> = lines
+                .iter()
+                .filter_map(|l| match emf::parse(Record::Text(l), &opts) {
+                    Verdict::Emf(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let mut agg = Aggregator::new(1_000);
+            for _ in 0..rounds {
+                for e in &parsed {
+                    agg.add_line(black_box(e));
+                }
+                black_box(agg.drain());
+            }
+        }
         "emf" => {
             // As in `benches/hotpath.rs`: the series are drained every 10,000 lines.
             let mut agg = Aggregator::new(1_000);
@@ -166,6 +207,14 @@ fn main() {
             for _ in 0..rounds {
                 for l in &emf_lines {
                     black_box(serde_json::from_str::<Value>(black_box(l)).ok());
+                }
+            }
+            println!("{} lines", emf_lines.len() * rounds);
+        }
+        "parse" => {
+            for _ in 0..rounds {
+                for l in &emf_lines {
+                    black_box(emf::parse(Record::Text(black_box(l)), &opts));
                 }
             }
             println!("{} lines", emf_lines.len() * rounds);

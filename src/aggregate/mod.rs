@@ -207,6 +207,7 @@ impl Aggregator {
 }
 
 /// The number of observations in `s`, after checking every value can be recorded.
+#[inline]
 fn sample_count(s: &Samples) -> Result<u64, HistogramError> {
     match s {
         Samples::Values(values) => {
@@ -238,6 +239,7 @@ fn sample_count(s: &Samples) -> Result<u64, HistogramError> {
 }
 
 /// Records checked samples of `n` observations; refused whole if the count would overflow.
+#[inline]
 fn apply(h: &mut Histogram, s: &Samples, n: u64) -> Result<(), HistogramError> {
     h.count()
         .checked_add(n)

@@ -136,6 +136,7 @@ impl<'a> Root<'a> {
     }
 
     /// The position of the member `key` (the last one when it repeats).
+    #[inline(always)]
     fn position(&self, key: &str) -> Option<usize> {
         let Root::Text { members, index, .. } = self else {
             return None;
@@ -160,6 +161,7 @@ impl<'a> Root<'a> {
     }
 
     /// A member other than `_aws`.
+    #[inline(always)]
     fn get(&self, key: &str) -> Option<Raw<'a>> {
         match self {
             Root::Text { members, .. } => {
@@ -198,7 +200,7 @@ impl<'a> Root<'a> {
 
 /// String equality for keys that mostly differ in length: the lengths are compared first, so
 /// the byte comparison (a library call) runs only for keys of the same length.
-#[inline]
+#[inline(always)]
 fn same_key(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.as_bytes() == b.as_bytes()
 }
@@ -560,6 +562,7 @@ fn conflicting_resolutions<'n>(directives: &'n [Directive]) -> Vec<&'n str> {
 }
 
 /// `StorageResolution`: absent is 60; otherwise the integer 1 or 60.
+#[inline(always)]
 fn storage_resolution(field: &Field<Num>) -> Option<u32> {
     match field {
         Field::Missing => Some(60),
@@ -795,6 +798,7 @@ fn valid_name(name: &str, max: usize) -> bool {
 }
 
 /// Dimension key or value: 1..=max ASCII characters, no control characters, not blank.
+#[inline(always)]
 fn valid_dimension_text(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max

@@ -89,9 +89,9 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    #[inline(always)]
     /// An object at the cursor; `member` is called at each value with its key and must
     /// consume the value. Whitespace before the object must already be skipped.
+    #[inline(always)]
     fn object(
         &mut self,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
@@ -124,8 +124,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline(always)]
     /// An array at the cursor; `element` is called at each element and must consume it.
+    #[inline(always)]
     fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
         self.eat(b'[')?;
         self.enter()?;
@@ -197,8 +197,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline(always)]
     /// A number at the cursor, checked against the JSON grammar; its text.
+    #[inline(always)]
     fn number_text(&mut self) -> Result<&'a str> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
@@ -295,8 +295,8 @@ impl<'a> Cursor<'a> {
         self.src.get(start..self.pos).ok_or(NotJson)
     }
 
-    #[inline(always)]
     /// A value read as a string field: a string, or `Wrong` (consumed).
+    #[inline(always)]
     fn str_field(&mut self) -> Result<Field<Cow<'a, str>>> {
         if self.peek() == Some(b'"') {
             return self.string().map(Field::Ok);
@@ -304,8 +304,8 @@ impl<'a> Cursor<'a> {
         self.skip_value().map(|_| Field::Wrong)
     }
 
-    #[inline(always)]
     /// A value read as a number field.
+    #[inline(always)]
     fn num_field(&mut self) -> Result<Field<Num>> {
         if let Some(b'-' | b'0'..=b'9') = self.peek() {
             return self.number().map(Field::Ok);

@@ -36,6 +36,8 @@ pub struct Config {
     pub flush_timeout: Duration,
     /// `LOUPE_EXTENSION_LOGS`: also subscribe to other extensions' log lines.
     pub extension_logs: bool,
+    /// `LOUPE_TRACES`: send a span per invocation to `/v1/traces` (default true).
+    pub traces: bool,
     /// `LOUPE_PROTOCOL`: the wire format.
     pub protocol: Protocol,
     /// `LOUPE_TEMPORALITY`: delta (default) or cumulative metrics.
@@ -289,6 +291,14 @@ impl Config {
             }),
         };
 
+        let traces = match get("LOUPE_TRACES") {
+            None => true,
+            Some(v) => parse_bool(&v).unwrap_or_else(|| {
+                warn("LOUPE_TRACES", &v, "true or false", "true".into());
+                true
+            }),
+        };
+
         let protocol = match get("LOUPE_PROTOCOL")
             .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .as_deref()
@@ -396,6 +406,7 @@ impl Config {
             flush,
             flush_timeout,
             extension_logs,
+            traces,
             protocol,
             temporality,
             user_id_keys,
@@ -594,6 +605,7 @@ mod tests {
         assert_eq!(c.temporality, Temporality::Delta);
         assert_eq!(c.max_series, DEFAULT_MAX_SERIES);
         assert!(!c.extension_logs);
+        assert!(c.traces);
         assert!(c.headers.is_empty());
     }
 
@@ -652,6 +664,16 @@ mod tests {
         let line = w[2].to_string();
         assert!(line.contains("LOUPE_LISTENER_PORT=\"99999\""), "{line}");
         assert!(line.contains("expected a port number"), "{line}");
+    }
+
+    #[test]
+    fn traces_switch() {
+        let (c, w) = read(&[("LOUPE_TRACES", "false")]);
+        assert!(!c.traces && w.is_empty());
+        let (c, w) = read(&[("LOUPE_TRACES", "maybe")]);
+        assert!(c.traces);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].var, "LOUPE_TRACES");
     }
 
     #[test]

@@ -39,3 +39,5 @@ pub mod pipeline;
 pub mod platform;
 /// The backend API key from Secrets Manager or SSM, SigV4-signed, without the AWS SDK.
 pub mod secrets;
+/// Spans: one per invocation, with the platform's phases as children.
+pub mod trace;

@@ -5,14 +5,9 @@
 
 mod support;
 
-use support::python::python;
-
-use std::path::Path;
-use std::process::Command;
+use support::sandbox::Sandbox;
 
 use serde_json::Value;
-
-const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
 const PAYLOADS: [&str; 4] = [
     r#"{"requestId":"h1","customer":"acme","dbLatencyMs":[3,12],"objectKey":"a/1.json","sentiment":"thanks","userId":"u1"}"#,
@@ -23,35 +18,12 @@ const PAYLOADS: [&str; 4] = [
 
 #[test]
 fn demo_flow_end_to_end() {
-    let dir = std::env::temp_dir().join(format!("loupe-demo-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("extensions")).expect("temp dir");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_loupe"), dir.join("extensions/loupe"))
-        .expect("link loupe");
-    std::fs::write(dir.join("payloads.jsonl"), PAYLOADS.join("\n")).expect("payloads");
-    let report_path = dir.join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_loupe-local"))
-        .arg("--extensions-dir")
-        .arg(dir.join("extensions"))
-        .arg("--payloads")
-        .arg(dir.join("payloads.jsonl"))
-        .arg("--task-root")
-        .arg(Path::new(MANIFEST).join("examples/python"))
-        .arg("--report")
-        .arg(&report_path)
-        .args(["--receiver", "--threshold", "5,10,100", "--quiet"])
-        .arg("--")
-        .arg(python())
-        .args(["-m", "awslambdaric", "app.handler"])
-        .output()
-        .expect("run loupe-local");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "loupe-local failed: {stderr}");
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&report_path).expect("report written"))
-            .expect("report is JSON");
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = Sandbox::new("demo")
+        .with_loupe()
+        .payloads(&PAYLOADS)
+        .args(&["--receiver", "--threshold", "5,10,100", "--quiet"])
+        .run();
+    let (stdout, stderr, report) = (&out.stdout, &out.stderr, &out.report);
 
     // The lifecycle: every invocation ran, loupe registered and exited 0.
     let statuses: Vec<&str> = report["invocations"]
@@ -136,10 +108,6 @@ fn assert_flushed_data(rx: &Value) {
 /// request there before it starts the real runtime client, and the report counts it.
 #[test]
 fn receiver_url_reaches_the_sandbox_and_json_is_decoded() {
-    let dir = std::env::temp_dir().join(format!("loupe-demo-url-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let report_path = dir.join("report.json");
     let script = r#"
 import json, os, sys, urllib.request
 body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{
@@ -155,24 +123,11 @@ with urllib.request.urlopen(req, timeout=5) as r:
     assert r.status == 200 and json.loads(r.read()) == {}, r.status
 os.execv(sys.executable, [sys.executable, "-m", "awslambdaric", "app.handler"])
 "#;
-    let output = Command::new(env!("CARGO_BIN_EXE_loupe-local"))
-        .arg("--task-root")
-        .arg(Path::new(MANIFEST).join("examples/python"))
-        .arg("--report")
-        .arg(&report_path)
-        .args(["--receiver", "--quiet", "--invocations", "2"])
-        .arg("--")
-        .arg(python())
-        .args(["-c", script])
-        .output()
-        .expect("run loupe-local");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "loupe-local failed: {stderr}");
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&report_path).expect("report written"))
-            .expect("report is JSON");
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = Sandbox::new("demo-url")
+        .args(&["--receiver", "--quiet", "--invocations", "2"])
+        .python_args(&["-c", script])
+        .run();
+    let (stdout, stderr, report) = (&out.stdout, &out.stderr, &out.report);
     let statuses: Vec<&str> = report["invocations"]
         .as_array()
         .expect("invocations")

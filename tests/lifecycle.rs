@@ -1,7 +1,7 @@
 //! The real `loupe` binary as an extension under `loupe-local`, beside the sample Python
 //! function: register, subscribe, follow every invocation, exit cleanly at SHUTDOWN, in the
-//! lifecycle variants Lambda has (text and JSON logs, timeout, crash, Managed Instances, refused
-//! Telemetry or Logs API, `LOUPE_FLUSH=end`).
+//! lifecycle variants Lambda has (text and JSON logs, a failing invocation, timeout, crash,
+//! Managed Instances, refused Telemetry or Logs API, `LOUPE_FLUSH=end`).
 //!
 //! Each test waits on loupe-local's exit (it ends by itself after the invocations and SHUTDOWN),
 //! then reads its JSON report and loupe's log lines, which loupe-local echoes on stderr as
@@ -11,47 +11,32 @@
 
 mod support;
 
-use support::python::python;
+use support::sandbox::{Outcome, Sandbox};
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 /// Lambda's shutdown window with external extensions.
 const SHUTDOWN_WINDOW_MS: f64 = 2000.0;
 
 struct Run {
-    stdout: String,
-    stderr: String,
-    report: Value,
+    out: Outcome,
     /// loupe's `invocation {json}` debug lines.
     invocations: Vec<Value>,
     /// loupe's `summary {json}` lines, one per extension instance.
     summaries: Vec<Value>,
 }
 
+impl std::ops::Deref for Run {
+    type Target = Outcome;
+
+    fn deref(&self) -> &Outcome {
+        &self.out
+    }
+}
+
 impl Run {
-    fn request_ids(&self) -> Vec<String> {
-        self.report["invocations"]
-            .as_array()
-            .expect("invocations in the report")
-            .iter()
-            .map(|i| i["requestId"].as_str().expect("requestId").to_string())
-            .collect()
-    }
-
-    fn statuses(&self) -> Vec<String> {
-        self.report["invocations"]
-            .as_array()
-            .expect("invocations in the report")
-            .iter()
-            .map(|i| i["status"].as_str().unwrap_or("?").to_string())
-            .collect()
-    }
-
     fn loupe_instances(&self) -> Vec<&Value> {
         self.report["extensions"]
             .as_array()
@@ -105,12 +90,24 @@ impl Run {
             assert_eq!(inv["report"], true, "report for {id}: {inv}");
             assert_eq!(inv["evicted"], false, "{inv}");
             if runtime_done {
-                assert!(
-                    inv["runtimeDone"].is_string(),
+                assert_eq!(
+                    inv["runtimeDone"],
+                    *self.status_of(id),
                     "runtimeDone for {id}: {inv}"
                 );
             }
         }
+    }
+
+    /// The status loupe-local gave `id`.
+    fn status_of(&self, id: &str) -> &Value {
+        self.report["invocations"]
+            .as_array()
+            .expect("invocations in the report")
+            .iter()
+            .find(|i| i["requestId"] == id)
+            .map(|i| &i["status"])
+            .expect("the request id is in the report")
     }
 
     fn schema_in_report(&self) -> Vec<(String, String)> {
@@ -141,50 +138,19 @@ fn loupe_lines(stderr: &str, marker: &str) -> Vec<Value> {
         .collect()
 }
 
-/// A temp dir holding `extensions/loupe` (a link to the built binary) and `payloads.jsonl`.
-fn sandbox_dir(name: &str, payloads: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loupe-lifecycle-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("extensions")).expect("temp dir");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_loupe"), dir.join("extensions/loupe"))
-        .expect("link loupe");
-    std::fs::write(dir.join("payloads.jsonl"), payloads.join("\n")).expect("payloads");
-    dir
-}
-
 fn run(name: &str, payloads: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
-    let dir = sandbox_dir(name, payloads);
-    let report = dir.join("report.json");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loupe-local"));
-    cmd.arg("--extensions-dir")
-        .arg(dir.join("extensions"))
-        .arg("--payloads")
-        .arg(dir.join("payloads.jsonl"))
-        .arg("--task-root")
-        .arg(Path::new(MANIFEST).join("examples/python"))
-        .arg("--report")
-        .arg(&report)
-        .args(["--env", "LOUPE_LOG_LEVEL=debug"]);
+    let mut sandbox = Sandbox::new(&format!("lifecycle-{name}"))
+        .with_loupe()
+        .payloads(payloads)
+        .args(args);
     for (k, v) in env {
-        cmd.arg("--env").arg(format!("{k}={v}"));
+        sandbox = sandbox.env(k, v);
     }
-    cmd.args(args)
-        .arg("--")
-        .arg(python())
-        .args(["-m", "awslambdaric", "app.handler"]);
-    let output = cmd.output().expect("run loupe-local");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "loupe-local failed: {stderr}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).expect("report written"))
-        .expect("report is JSON");
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = sandbox.run();
     Run {
-        invocations: loupe_lines(&stderr, "invocation "),
-        summaries: loupe_lines(&stderr, "summary "),
-        stdout,
-        stderr,
-        report,
+        invocations: loupe_lines(&out.stderr, "invocation "),
+        summaries: loupe_lines(&out.stderr, "summary "),
+        out,
     }
 }
 
@@ -260,6 +226,13 @@ fn timeout_resets_and_loupe_sees_it() {
     run.assert_every_invocation_seen(true);
     let timed_out = &run.request_ids()[1];
     assert_eq!(run.invocation(timed_out)["runtimeDone"], "timeout");
+    // The first loupe completed both of its invocations (the timed-out one's report came in its
+    // SHUTDOWN window); the second started cold and served the last.
+    let (first, second) = (&run.summaries[0], &run.summaries[1]);
+    assert_eq!(first["tracker"]["completed"], 2, "{first}");
+    assert_eq!(first["tracker"]["unfinished"], 0, "{first}");
+    assert_eq!(second["tracker"]["completed"], 1, "{second}");
+    assert_eq!(second["tracker"]["coldStarts"], 1, "{second}");
 }
 
 #[test]
@@ -287,9 +260,61 @@ fn managed_instances() {
         run.schema_in_report(),
         vec![("telemetry".to_string(), "2025-01-29".to_string())]
     );
-    // No INVOKE on Managed Instances: loupe follows invocations from telemetry alone.
+    // No INVOKE on Managed Instances: loupe registers for SHUTDOWN only and follows invocations
+    // from telemetry alone; the reports complete them.
+    assert_eq!(
+        run.loupe_instances()[0]["registeredEvents"],
+        serde_json::json!(["SHUTDOWN"])
+    );
     assert_summary(&run, "telemetry", Some("2025-01-29"), 0, "spindown");
+    assert_eq!(run.summaries[0]["tracker"]["completed"], 4);
     run.assert_every_invocation_seen(false);
+    for id in run.request_ids() {
+        let inv = run.invocation(&id);
+        assert_eq!(inv["runtimeDone"], Value::Null, "{inv}");
+        assert!(inv["durationMs"].as_f64().is_some(), "{inv}");
+    }
+}
+
+/// A failing invocation among good ones: loupe sees each with the status loupe-local gave it,
+/// and every line the function printed reached loupe as a `function` record.
+#[test]
+fn failing_invocation_and_every_line_delivered() {
+    let run = run(
+        "text",
+        &[
+            r#"{"customer":"acme","dbLatencyMs":[3,12]}"#,
+            r#"{"customer":"acme","fail":true,"userId":"u-7"}"#,
+            r#"{"customer":"zeta","objectKey":"a/b.png","sentiment":"thanks","userId":"u-8"}"#,
+        ],
+        &[],
+        &[],
+    );
+    assert_eq!(run.statuses(), vec!["success", "error", "success"]);
+    run.assert_clean_exits();
+    run.assert_every_invocation_seen(true);
+    for id in run.request_ids() {
+        let inv = run.invocation(&id);
+        assert!(inv["billedDurationMs"].as_u64().is_some(), "{inv}");
+    }
+    assert_summary(&run, "telemetry", Some("2025-01-29"), 3, "spindown");
+    let s = &run.summaries[0];
+    assert_eq!(s["tracker"]["completed"], 3, "{s}");
+    assert_eq!(s["tracker"]["coldStarts"], 1, "{s}");
+    assert_eq!(s["telemetry"]["malformedEvents"], 0, "{s}");
+    assert_eq!(s["telemetry"]["unknownTypes"], 0, "{s}");
+    assert_eq!(s["telemetry"]["logLinesDropped"], 0, "{s}");
+    let printed: u64 = run.report["invocations"]
+        .as_array()
+        .expect("invocations")
+        .iter()
+        .map(|i| i["logLines"].as_u64().expect("logLines"))
+        .sum();
+    let functions = s["telemetry"]["events"]["function"].as_u64().unwrap_or(0);
+    assert!(
+        printed > 0 && functions >= printed,
+        "{functions} < {printed}"
+    );
 }
 
 #[test]

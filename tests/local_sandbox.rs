@@ -7,10 +7,9 @@
 
 mod support;
 
-use support::python::python;
+use support::sandbox::Sandbox;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -76,43 +75,25 @@ fn run(name: &str, args: &[&str], ext_env: &[(&str, &str)]) -> Run {
 }
 
 fn run_handler(name: &str, args: &[&str], ext_env: &[(&str, &str)], handler: &str) -> Run {
-    let dir = std::env::temp_dir().join(format!("loupe-local-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let out = dir.join("ext.jsonl");
-    let report = dir.join("report.json");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loupe-local"));
-    cmd.arg("--extensions-dir")
-        .arg(Path::new(MANIFEST).join("tests/fixtures/extensions"))
-        .arg("--task-root")
-        .arg(Path::new(MANIFEST).join("examples/python"))
-        .arg("--report")
-        .arg(&report)
-        .arg("--env")
-        .arg(format!("LOUPE_TEST_OUT={}", out.display()));
+    let sandbox = Sandbox::new(&format!("local-{name}"));
+    let out_file = sandbox.dir().join("ext.jsonl");
+    let mut sandbox = sandbox
+        .extensions_dir(&Path::new(MANIFEST).join("tests/fixtures/extensions"))
+        .env("LOUPE_TEST_OUT", &out_file.display().to_string())
+        .handler(handler);
     for (k, v) in ext_env {
-        cmd.arg("--env").arg(format!("{k}={v}"));
+        sandbox = sandbox.env(k, v);
     }
-    cmd.args(args)
-        .arg("--")
-        .arg(python())
-        .args(["-m", "awslambdaric", handler]);
-    let output = cmd.output().expect("run loupe-local");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "loupe-local failed: {stderr}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).expect("report written"))
-        .expect("report is JSON");
-    let ext = std::fs::read_to_string(&out)
+    let out = sandbox.args(args).run();
+    let ext = std::fs::read_to_string(&out_file)
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).expect("extension output line is JSON"))
         .collect();
-    let _ = std::fs::remove_dir_all(&dir);
     Run {
-        stdout,
-        stderr,
-        report,
+        stdout: out.stdout.clone(),
+        stderr: out.stderr.clone(),
+        report: out.report.clone(),
         ext,
     }
 }
@@ -936,31 +917,17 @@ call("GET", "/2018-06-01/runtime/invocation/next")
 
 #[test]
 fn api_misuse_is_refused_as_lambda_does() {
-    let dir = std::env::temp_dir().join(format!("loupe-local-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("probe.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_loupe-local"))
-        .args([
-            "--quiet",
-            "--memory",
-            "256",
-            "--function-name",
-            "probe",
-            "--region",
-            "eu-west-1",
-        ])
-        .args(["--handler", "probe.handler", "--payload", "{\"n\": 7}"])
-        .arg("--env")
-        .arg(format!("LOUPE_TEST_PROBE_OUT={}", out.display()))
-        .args(["--env", "EXTRA=yes", "--"])
-        .arg(python())
-        .args(["-c", PROBE_RUNTIME])
-        .output()
-        .expect("run loupe-local");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let sandbox = Sandbox::new("probe");
+    let out = sandbox.dir().join("probe.json");
+    let run = sandbox
+        .args(&["--quiet", "--memory", "256", "--function-name", "probe"])
+        .args(&["--region", "eu-west-1", "--handler", "probe.handler"])
+        .args(&["--payload", "{\"n\": 7}"])
+        .env("LOUPE_TEST_PROBE_OUT", &out.display().to_string())
+        .env("EXTRA", "yes")
+        .python_args(&["-c", PROBE_RUNTIME])
+        .run();
     let res: Value = serde_json::from_slice(&std::fs::read(&out).expect("probe output")).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let expect = [
         ("register-no-name", 403, "Extension.InvalidExtensionName"),
         ("register-bad-event", 403, "Extension.InvalidEventType"),
@@ -1040,7 +1007,7 @@ fn api_misuse_is_refused_as_lambda_does() {
     );
     assert_eq!(env["TZ"], ":UTC");
     assert_eq!(env["EXTRA"], "yes");
-    let summary = String::from_utf8_lossy(&output.stdout);
+    let summary = &run.stdout;
     assert!(summary.contains("invocations: 1 (success 1)"), "{summary}");
 }
 

@@ -14,3 +14,4 @@ pub mod otlp;
 pub mod proto;
 pub mod retry;
 pub mod ship;
+pub mod traces;

@@ -1,2 +1,3 @@
 pub mod backend;
 pub mod python;
+pub mod sandbox;

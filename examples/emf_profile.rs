@@ -4,13 +4,18 @@
 //!
 //! ```text
 //! cargo build --release --example emf_profile
-//! valgrind --tool=callgrind target/release/examples/emf_profile emf 20
+//! valgrind --tool=callgrind target/release/examples/emf_profile emf 10
 //! ```
 //!
-//! Modes: `emf` (parse + aggregate), `serde` (`serde_json::from_str::<Value>` on the same lines),
-//! `plain` (parse of plain log lines), `verdicts` (print every fixture line's and every fuzz seed's
-//! verdict, to compare two builds). The first argument picks the mode, the second the rounds;
-//! `empty` runs the setup alone, so its count can be subtracted.
+//! `emf_profile MODE [ROUNDS] [hot|keep]`. Modes: `emf` (parse + aggregate, drained every 10,000
+//! lines as in `benches/hotpath.rs`), `parse` (parse alone), `serde`
+//! (`serde_json::from_str::<Value>` on the same lines), `plain` (parse of plain log lines),
+//! `aggregate` (aggregation alone of already parsed hotpath lines, drained every round, or once
+//! at the end with `keep`), `time` (CPU ns per line of parse, parse + aggregate, aggregation and
+//! serde_json on the hotpath lines), `verdicts` (print every fixture line's and every fuzz
+//! corpus file's verdict, to compare two builds) and `empty` (the setup alone, whose count is
+//! subtracted from the others). With `hot`, `emf`, `parse` and `serde` run on the hotpath lines
+//! alone (10,000 lines over 500 customers) instead of the fixtures plus 1,000 synthetic lines.
 
 use std::hint::black_box;
 

@@ -8,7 +8,10 @@
 //! comes first and everything slow after it. The loop never calls `/next` again after SHUTDOWN,
 //! and a panic in any spawned task is logged while the loop goes on. Flushing hooks in through
 //! [`Flusher`]: after each INVOKE (with `LOUPE_FLUSH=end`, once that request's runtimeDone has
-//! been applied or its wait reached the deadline) and at SHUTDOWN, each bounded by its deadline.
+//! been applied or its wait reached the deadline), at SHUTDOWN, and on the flusher's timer while
+//! the loop waits (for `/next`'s answer or for runtimeDone), each bounded by its deadline. The
+//! timer runs in this task beside the wait: the `/next` request stays the same across ticks,
+//! never cancelled and sent again.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -41,6 +44,8 @@ const MAX_NEXT_FAILURES: u32 = 5;
 const INVOKE_MARGIN: Duration = Duration::from_millis(200);
 /// Finish this long before the SHUTDOWN deadline (Lambda kills the process at the deadline).
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(100);
+/// Timer calls are at least this far apart, whatever the flusher asks.
+const MIN_TIMER_GAP: Duration = Duration::from_millis(100);
 /// Used when an event carries no deadline.
 const DEFAULT_INVOKE_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(1_500);
@@ -71,6 +76,56 @@ pub trait Flusher {
     /// left passed); must finish by `deadline`.
     fn at_shutdown(&mut self, ctx: FlushContext<'_>, deadline: Instant)
     -> impl Future<Output = ()>;
+    /// When the run loop should call [`Flusher::on_timer`] next, while it waits; `None`: never.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+    /// A timer tick while the sandbox is thawed and the run loop waits (for `/next`'s answer, or
+    /// for runtimeDone); must finish by `deadline`, and should not wait for the backend.
+    fn on_timer(&mut self, ctx: FlushContext<'_>, deadline: Instant) -> impl Future<Output = ()> {
+        let _ = (ctx, deadline);
+        async {}
+    }
+}
+
+/// Awaits `work`, calling the flusher's timer whenever it comes due meanwhile. `work` is polled
+/// first, and on while a tick runs: it is never cancelled, and an answer that arrives during a
+/// tick is returned once the tick is over. Each tick is bounded by `budget` and `limit`.
+pub async fn with_timer<F: Flusher, T>(
+    flusher: &mut F,
+    ctx: FlushContext<'_>,
+    work: impl Future<Output = T>,
+    budget: Duration,
+    limit: Instant,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut earliest = Instant::now();
+    loop {
+        let Some(at) = flusher.next_timer() else {
+            return work.await;
+        };
+        let at = at.max(earliest);
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            () = tokio::time::sleep_until(at) => {}
+        }
+        let now = Instant::now();
+        earliest = now + MIN_TIMER_GAP;
+        let deadline = (now + budget).min(limit);
+        let mut tick = std::pin::pin!(bounded(deadline, flusher.on_timer(ctx, deadline)));
+        let mut done = None;
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work, if done.is_none() => done = Some(out),
+                () = &mut tick => break,
+            }
+        }
+        if let Some(out) = done {
+            return out;
+        }
+    }
 }
 
 /// Flushes nothing: there is nothing to send yet.
@@ -182,8 +237,14 @@ struct LoopState<'a> {
 impl LoopState<'_> {
     async fn serve(&mut self, flusher: &mut impl Flusher) -> ExitCode {
         let mut failures = 0u32;
+        // No invocation bounds the timer's flushes while loupe waits for its next event.
+        let no_limit = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         loop {
-            let event = match self.client.next_event().await {
+            let client = self.client;
+            let next = client.next_event();
+            let timeout = self.config.flush_timeout;
+            let waited = with_timer(flusher, self.context(), next, timeout, no_limit).await;
+            let event = match waited {
                 Ok(event) => {
                     failures = 0;
                     event
@@ -238,11 +299,9 @@ impl LoopState<'_> {
         let deadline = deadline_instant(invoke.deadline_ms, DEFAULT_INVOKE_WAIT, INVOKE_MARGIN);
         // Without a subscription no runtimeDone can come: waiting would only cost the user.
         if self.config.flush == FlushStrategy::End && self.subscription.api != Api::None {
-            match self
-                .tracker
-                .wait_runtime_done(&invoke.request_id, deadline)
-                .await
-            {
+            let wait = self.tracker.wait_runtime_done(&invoke.request_id, deadline);
+            let timeout = self.config.flush_timeout;
+            match with_timer(flusher, self.context(), wait, timeout, deadline).await {
                 Some(done) => {
                     log::debug!("runtimeDone {} {} applied", invoke.request_id, done.status)
                 }
@@ -377,6 +436,81 @@ fn supervise(name: &'static str, task: JoinHandle<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ticks every `every` after the last tick, recording when; each tick takes `takes`.
+    struct Ticking {
+        every: Duration,
+        takes: Duration,
+        next: Instant,
+        ticks: Vec<Instant>,
+    }
+
+    impl Flusher for Ticking {
+        async fn after_invoke(&mut self, _: FlushContext<'_>, _: &InvokeEvent, _: Instant) {}
+        async fn at_shutdown(&mut self, _: FlushContext<'_>, _: Instant) {}
+        fn next_timer(&self) -> Option<Instant> {
+            Some(self.next)
+        }
+        async fn on_timer(&mut self, _: FlushContext<'_>, deadline: Instant) {
+            let now = Instant::now();
+            assert!(deadline > now);
+            self.ticks.push(now);
+            self.next = now + self.every;
+            tokio::time::sleep(self.takes).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_ticks_beside_a_wait_that_is_kept_across_ticks() {
+        let (tracker, _task) = invocation::spawn(Tracker::default());
+        let stats = Stats::default();
+        let registration = Registration::default();
+        let ctx = FlushContext {
+            tracker: &tracker,
+            stats: &stats,
+            registration: &registration,
+        };
+        let t0 = Instant::now();
+        let every = Duration::from_secs(5);
+        let mut f = Ticking {
+            every,
+            takes: Duration::ZERO,
+            next: t0 + every,
+            ticks: Vec::new(),
+        };
+        // The wait: answered after 12 s, while the timer ticks twice beside it.
+        let work = async {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            "event"
+        };
+        let limit = t0 + Duration::from_secs(60);
+        let out = with_timer(&mut f, ctx, work, Duration::from_secs(1), limit).await;
+        assert_eq!(out, "event");
+        assert_eq!(f.ticks, vec![t0 + every, t0 + every * 2]);
+        assert_eq!(Instant::now(), t0 + Duration::from_secs(12));
+        // An answer that comes during a tick: the wait goes on during the tick (it completes at
+        // 6 s, not when the tick ends at 8 s) and is returned once the tick is over.
+        let t1 = Instant::now();
+        let mut slow = Ticking {
+            every,
+            takes: Duration::from_secs(3),
+            next: t1 + every,
+            ticks: Vec::new(),
+        };
+        let work = async {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            Instant::now()
+        };
+        let limit = t1 + Duration::from_secs(60);
+        let answered = with_timer(&mut slow, ctx, work, Duration::from_secs(10), limit).await;
+        assert_eq!(answered, t1 + Duration::from_secs(6));
+        assert_eq!(slow.ticks, vec![t1 + every]);
+        assert_eq!(Instant::now(), t1 + Duration::from_secs(8));
+        // A flusher without a timer just waits.
+        let mut quiet = NoFlush;
+        let out = with_timer(&mut quiet, ctx, async { 7 }, Duration::from_secs(1), limit).await;
+        assert_eq!(out, 7);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_from_epoch_ms() {

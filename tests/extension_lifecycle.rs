@@ -3,6 +3,9 @@
 //! Each test then posts telemetry batches to the destination loupe subscribed with and reads
 //! loupe's stderr (`summary {json}` at SHUTDOWN, `invocation {json}` per invocation at debug).
 
+mod support;
+
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1055,4 +1058,58 @@ async fn refused_next_ends_loupe_at_once() {
     let s = summary(&lines);
     assert_eq!(s["nextErrors"], 1);
     assert_eq!(fake.shared.next_after_shutdown.load(Ordering::SeqCst), 1);
+}
+
+/// A long invocation whose function prints EMF: with `periodic:1` the run loop's timer flushes
+/// its metric while the invocation still runs (no runtimeDone yet), and /next stays the same
+/// request across ticks.
+#[tokio::test]
+async fn a_long_invocation_gets_a_timer_flush_before_its_end() {
+    let mut backend = support::backend::Backend::start(support::backend::ok()).await;
+    let url = backend.url();
+    let mut fake = Fake::start(Script::accept_telemetry()).await;
+    let loupe = spawn_loupe(
+        &fake,
+        &[
+            ("LOUPE_FLUSH", "periodic:1"),
+            ("LOUPE_PROTOCOL", "json"),
+            ("LOUPE_BACKEND_URL", url.as_str()),
+        ],
+    );
+    let (port, path, _) = init_with_telemetry(&mut fake).await;
+    fake.invoke("long-1", now_ms() + 600_000).await;
+    let emf = json!({"_aws": {"Timestamp": now_ms(), "CloudWatchMetrics": [{"Namespace": "Long",
+        "Dimensions": [[]], "Metrics": [{"Name": "StillRunning", "Unit": "Count"}]}]},
+        "StillRunning": 1});
+    let body = batch(&[start("long-1"), function(&emf.to_string())]);
+    assert_eq!(post(port, &path, &body).await, 200);
+    // Pipelined: loupe asks for the next event while the invocation runs.
+    fake.expect_next().await;
+    let flushed = async {
+        loop {
+            let r = backend.received.recv().await.expect("the backend is up");
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&r.body[..])
+                .read_to_string(&mut text)
+                .expect("gzip NDJSON");
+            if text.contains("\"StillRunning\"") {
+                return text;
+            }
+        }
+    };
+    let text = tokio::time::timeout(WAIT, flushed)
+        .await
+        .expect("a timer flush while the invocation runs");
+    assert!(text.contains("\"exponential_histogram\""), "{text}");
+    // The invocation ends only now; /next was not asked again meanwhile.
+    assert!(
+        fake.seen.try_recv().is_err(),
+        "no second /next before the next event"
+    );
+    let done = batch(&[runtime_done("long-1", "success"), report("long-1")]);
+    assert_eq!(post(port, &path, &done).await, 200);
+    fake.shutdown("spindown", now_ms() + 10_000).await;
+    let (status, lines) = loupe.exit(WAIT).await;
+    assert!(status.success(), "{lines:#?}");
+    assert_eq!(summary(&lines)["invokes"], 1);
 }

@@ -177,6 +177,25 @@ impl Rig {
         )
         .await;
         assert!(done.is_ok(), "after_invoke overran its deadline");
+        // A pipelined flush comes due on the timer: the run loop calls it while it waits.
+        if self.flush.next_timer().is_some_and(|t| t <= Instant::now()) {
+            let done = tokio::time::timeout_at(
+                deadline + Duration::from_millis(250),
+                self.flush.on_timer(ctx, deadline),
+            )
+            .await;
+            assert!(done.is_ok(), "on_timer overran its deadline");
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let ctx = FlushContext {
+            tracker: &self.tracker,
+            stats: &self.stats,
+            registration: &self.registration,
+        };
+        self.flush.on_timer(ctx, deadline).await;
     }
 
     async fn shutdown(&mut self, budget: Duration) {
@@ -521,8 +540,26 @@ async fn a_reset_connection_is_retried_and_delivered_once() {
     assert!(rig.flush.totals().unwrap().retries >= 1);
 }
 
+/// Bound on waits for the backend in these tests (a safeguard, not a speed check).
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn next_request(backend: &mut Backend) -> Received {
+    tokio::time::timeout(WAIT, backend.received.recv())
+        .await
+        .expect("a request in time")
+        .expect("the backend is up")
+}
+
+fn batch_id(r: &Received) -> String {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == "x-loupe-batch-id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no batch id on {}", r.path))
+}
+
 #[tokio::test]
-async fn a_send_in_flight_across_a_freeze_is_awaited_before_the_next() {
+async fn a_slow_backend_never_delays_the_next_pipelined_flush() {
     let mut backend = Backend::start(Behaviour::Hang).await;
     backend.script([ok()]);
     let mut rig = Rig::new(&config(&backend.url(), "adaptive", 10_000));
@@ -530,25 +567,51 @@ async fn a_send_in_flight_across_a_freeze_is_awaited_before_the_next() {
     rig.source.push(batch("f0", 1, 0));
     rig.runtime_done();
     rig.after_invoke(Duration::from_secs(30)).await;
-    let first = backend.received.recv().await.expect("first request");
+    let first = next_request(&mut backend).await;
     assert_eq!(first.status, Some(200));
-    // The next comes right after: pipelined.
+    // The next comes right after: pipelined; its two requests are held by the backend.
     rig.source.push(batch("f1", 2, 1));
     rig.after_invoke(Duration::from_secs(30)).await;
     assert!(!rig.flush.sparse(), "back-to-back invocations pipeline");
-    // The pipelined send is in flight as after_invoke returned (the sandbox may freeze now).
     assert!(rig.flush.in_flight());
-    let second = backend.received.recv().await.expect("pipelined request");
-    assert_eq!(second.status, None, "hangs until released");
-    // Thaw: the send completes; the next after_invoke awaits it before sending more.
+    let held = [
+        next_request(&mut backend).await,
+        next_request(&mut backend).await,
+    ];
+    assert!(held.iter().all(|r| r.status.is_none()), "both hang");
+    assert_eq!(backend.held(), 2);
+    // The next INVOKE while the send still runs: after_invoke returns without waiting for it
+    // (the backend still holds both requests) and leaves the new data in the source.
+    rig.source.push(batch("f2", 1, 0));
+    let drains = *rig.source.drains.lock().unwrap();
+    rig.after_invoke(Duration::from_secs(30)).await;
+    assert_eq!(
+        backend.held(),
+        2,
+        "returned while the send was still running"
+    );
+    assert_eq!(
+        *rig.source.drains.lock().unwrap(),
+        drains,
+        "f2 stays in the source"
+    );
+    assert!(rig.flush.in_flight());
+    // The skipped flush is tried again on the timer soon.
+    let retry = rig.flush.next_timer().expect("a timer");
+    assert!(retry > Instant::now() && retry <= Instant::now() + loupe::flush::BUSY_RETRY);
+    // The backend answers; a later pipelined flush takes what was left behind.
     backend.set_default(ok());
     backend.release();
-    rig.source.push(batch("f2", 1, 0));
+    assert!(rig.flush.idle(Instant::now() + WAIT).await);
+    rig.source.push(batch("f3", 1, 1));
     rig.after_invoke(Duration::from_secs(30)).await;
+    assert_eq!(*rig.source.drains.lock().unwrap(), drains + 1);
+    assert!(rig.flush.idle(Instant::now() + WAIT).await);
     rig.shutdown(Duration::from_secs(2)).await;
-    let mut all = vec![first, second];
+    let mut all = vec![first];
+    all.extend(held);
     all.extend(drain_received(&mut backend));
-    // Hung requests answered 200 once released: count them as accepted.
+    // Held requests were answered 200 once released.
     for r in &mut all {
         r.status.get_or_insert(200);
     }
@@ -556,10 +619,78 @@ async fn a_send_in_flight_across_a_freeze_is_awaited_before_the_next() {
     let mut want = names("f0", 1, "m");
     want.extend(names("f1", 2, "m"));
     want.extend(names("f2", 1, "m"));
+    want.extend(names("f3", 1, "m"));
     want.sort();
     assert_eq!(user_points(&seen), want, "each point exactly once");
-    assert_eq!(seen.accepted_events, names("f1", 1, "e"));
-    assert_eq!(rig.flush.totals().unwrap().retries, 0);
+    let mut events = seen.accepted_events.clone();
+    events.sort();
+    let mut want_events = names("f1", 1, "e");
+    want_events.extend(names("f3", 1, "e"));
+    assert_eq!(events, want_events);
+    let t = rig.flush.totals().unwrap();
+    assert_eq!(t.retries, 0);
+    assert_eq!(t.total_dropped(), (0, 0));
+}
+
+#[tokio::test]
+async fn the_metrics_and_logs_requests_of_one_flush_overlap() {
+    let mut backend = Backend::start(Behaviour::Hang).await;
+    let mut rig = Rig::new(&config(&backend.url(), "end", 10_000));
+    rig.source.push(batch("o", 2, 2));
+    let watch = async {
+        let a = next_request(&mut backend).await;
+        let b = next_request(&mut backend).await;
+        // Both arrived before either was answered: sent concurrently.
+        let held = backend.held();
+        backend.release();
+        (a, b, held)
+    };
+    let ((), (a, b, held)) = tokio::join!(rig.after_invoke(Duration::from_secs(30)), watch);
+    assert_eq!(held, 2);
+    let mut paths = [a.path.as_str(), b.path.as_str()];
+    paths.sort();
+    assert_eq!(paths, ["/v1/logs", "/v1/metrics"]);
+    assert_ne!(batch_id(&a), batch_id(&b));
+    let t = rig.flush.totals().unwrap();
+    assert_eq!(t.requests, 2);
+    assert_eq!(t.retries, 0);
+    assert_eq!(t.points_sent, 2 + 1, "the series and loupe.flushes");
+    assert_eq!(t.events_sent, 2);
+}
+
+#[tokio::test]
+async fn a_request_keeps_its_batch_id_across_retries_and_each_request_has_its_own() {
+    let mut backend = Backend::start(ok()).await;
+    backend.script([Behaviour::Status(503, vec![], vec![])]);
+    let mut rig = Rig::new(&config(&backend.url(), "end", 2_000));
+    rig.source.push(batch("i", 1, 0));
+    rig.after_invoke(Duration::from_secs(5)).await;
+    let first = drain_received(&mut backend);
+    assert_eq!(first.len(), 2, "one 503, one retry");
+    assert_eq!(first[0].status, Some(503));
+    assert_eq!(first[1].status, Some(200));
+    let id = batch_id(&first[0]);
+    assert_eq!(batch_id(&first[1]), id, "a retry carries the same id");
+    rig.source.push(batch("j", 1, 1));
+    rig.after_invoke(Duration::from_secs(5)).await;
+    let second = drain_received(&mut backend);
+    assert_eq!(second.len(), 2, "metrics and logs");
+    let ids: std::collections::HashSet<String> =
+        second.iter().map(batch_id).chain([id.clone()]).collect();
+    assert_eq!(ids.len(), 3, "every other request has its own id: {ids:?}");
+    // `<instance>-<sequence>`: 16 hex digits (drawn per process, again at its first INVOKE; the
+    // tests of this binary share one process), then the request's number.
+    for id in &ids {
+        let (instance, sequence) = id.split_once('-').expect("instance-sequence");
+        assert_eq!(instance.len(), 16, "{id}");
+        assert!(instance.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert!(sequence.parse::<u64>().is_ok(), "{id}");
+    }
+    let seen = decode(&[first, second].concat());
+    let mut want = names("i", 1, "m");
+    want.extend(names("j", 1, "m"));
+    want.sort();
+    assert_eq!(user_points(&seen), want);
 }
 
 #[tokio::test]
@@ -776,4 +907,51 @@ async fn intake_counters_ship_as_deltas() {
     );
     assert_eq!(counter(&seen, "loupe.lambda.logs_dropped,unit=records"), 6);
     assert_eq!(counter(&seen, "loupe.lambda.logs_dropped,unit=bytes"), 110);
+}
+
+// No backend (drain and count at once), so tokio's paused clock cannot race any I/O.
+#[tokio::test(start_paused = true)]
+async fn the_timer_flushes_every_period_of_thawed_time() {
+    let (c, _) = Config::from_lookup(|k| (k == "LOUPE_FLUSH").then(|| "periodic:5".to_string()));
+    let mut rig = Rig::new(&c);
+    let t0 = Instant::now();
+    assert_eq!(rig.flush.next_timer(), Some(t0 + Duration::from_secs(5)));
+    rig.source.push(batch("t0", 1, 0));
+    // Not due yet: nothing happens.
+    rig.on_timer().await;
+    assert_eq!(*rig.source.drains.lock().unwrap(), 0);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    rig.on_timer().await;
+    assert_eq!(*rig.source.drains.lock().unwrap(), 1);
+    let t1 = Instant::now();
+    assert_eq!(rig.flush.next_timer(), Some(t1 + Duration::from_secs(5)));
+    // Ticks before the next period do nothing.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    rig.on_timer().await;
+    assert_eq!(*rig.source.drains.lock().unwrap(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    rig.on_timer().await;
+    assert_eq!(*rig.source.drains.lock().unwrap(), 2);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    rig.on_timer().await;
+    assert_eq!(*rig.source.drains.lock().unwrap(), 3);
+    let t = rig.flush.totals().unwrap();
+    assert_eq!(
+        t.points_dropped(DropReason::NoBackend),
+        2,
+        "t0.m0 and loupe.flushes"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_and_end_flush_on_the_timer_every_backup_interval() {
+    for strategy in ["adaptive", "end"] {
+        let (c, _) = Config::from_lookup(|k| (k == "LOUPE_FLUSH").then(|| strategy.to_string()));
+        let rig = Rig::new(&c);
+        assert_eq!(
+            rig.flush.next_timer(),
+            Some(Instant::now() + loupe::flush::BACKUP_INTERVAL),
+            "{strategy}"
+        );
+    }
 }

@@ -125,6 +125,19 @@ impl HttpSender {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
+        self.post_tagged(url, content_type, &[], body, timeout)
+            .await
+    }
+
+    /// As [`HttpSender::post`], with `extra` headers for this request only (its batch id).
+    pub async fn post_tagged(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, SendError> {
         let mut headers = vec![
             (
                 hyper::header::CONTENT_TYPE,
@@ -136,6 +149,7 @@ impl HttpSender {
             ),
         ];
         headers.extend(self.headers.iter().cloned());
+        headers.extend(extra.iter().cloned());
         self.post_with(url, &headers, body, timeout).await
     }
 

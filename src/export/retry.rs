@@ -150,6 +150,11 @@ impl Breaker {
         !self.allows(now)
     }
 
+    /// The cool-down passed but no attempt succeeded since: one request may test the backend.
+    pub fn half_open(&self, now: SystemTime) -> bool {
+        self.open_until.is_some_and(|until| now >= until)
+    }
+
     pub fn on_success(&mut self) {
         self.failures = 0;
         self.open_until = None;
@@ -248,6 +253,8 @@ mod tests {
         assert!(br.on_failure(t0));
         assert!(!br.allows(t0 + Duration::from_secs(9)));
         assert!(br.allows(t0 + Duration::from_secs(10)));
+        assert!(!br.half_open(t0 + Duration::from_secs(9)));
+        assert!(br.half_open(t0 + Duration::from_secs(10)));
         // The half-open attempt fails: open again, for twice as long.
         let t1 = t0 + Duration::from_secs(10);
         assert!(br.on_failure(t1));
@@ -255,6 +262,7 @@ mod tests {
         assert!(br.allows(t1 + Duration::from_secs(20)));
         br.on_success();
         assert!(br.allows(t1));
+        assert!(!br.half_open(t1 + Duration::from_secs(100)));
         assert!(!br.on_failure(t1));
     }
 }

@@ -42,6 +42,8 @@ pub struct Backend {
     default: Arc<Mutex<Behaviour>>,
     release: Arc<Notify>,
     released: Arc<AtomicU64>,
+    /// Requests held right now (hanging, not yet released).
+    held: Arc<AtomicU64>,
     pub received: mpsc::UnboundedReceiver<Received>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -54,23 +56,38 @@ impl Backend {
         let default = Arc::new(Mutex::new(default));
         let release = Arc::new(Notify::new());
         let released = Arc::new(AtomicU64::new(0));
+        let held = Arc::new(AtomicU64::new(0));
         let (tx, received) = mpsc::unbounded_channel();
-        let (s, d, r, g) = (
+        let (s, d, r, g, h) = (
             script.clone(),
             default.clone(),
             release.clone(),
             released.clone(),
+            held.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (s, d, r, g, tx) = (s.clone(), d.clone(), r.clone(), g.clone(), tx.clone());
+                let (s, d, r, g, h, tx) = (
+                    s.clone(),
+                    d.clone(),
+                    r.clone(),
+                    g.clone(),
+                    h.clone(),
+                    tx.clone(),
+                );
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (s, d, r, g, tx) =
-                            (s.clone(), d.clone(), r.clone(), g.clone(), tx.clone());
+                        let (s, d, r, g, h, tx) = (
+                            s.clone(),
+                            d.clone(),
+                            r.clone(),
+                            g.clone(),
+                            h.clone(),
+                            tx.clone(),
+                        );
                         async move {
                             // Releases after this point let a hanging request answer.
                             let generation = g.load(Ordering::SeqCst);
@@ -95,6 +112,12 @@ impl Backend {
                                 Behaviour::Status(code, ..) => Some(*code),
                                 Behaviour::Hang | Behaviour::Reset => None,
                             };
+                            // Counted before the test can see the request; uncounted when
+                            // answered or when the client gives up on it.
+                            let _held = matches!(behaviour, Behaviour::Hang).then(|| {
+                                h.fetch_add(1, Ordering::SeqCst);
+                                Held(h.clone())
+                            });
                             let _ = tx.send(Received {
                                 path,
                                 headers,
@@ -139,6 +162,7 @@ impl Backend {
             default,
             release,
             released,
+            held,
             received,
             task,
         }
@@ -157,6 +181,11 @@ impl Backend {
         *self.default.lock().unwrap() = b;
     }
 
+    /// Requests hanging right now (arrived, not answered yet).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+
     /// Lets every request that arrived so far and hangs answer.
     pub fn release(&self) {
         self.released.fetch_add(1, Ordering::SeqCst);
@@ -167,6 +196,15 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// One hanging request, uncounted when dropped.
+struct Held(Arc<AtomicU64>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -24,6 +24,8 @@ pub mod export;
 pub mod extension;
 /// When data leaves: end-of-invocation, pipelined, periodic, shutdown; budgets, own metrics.
 pub mod flush;
+/// One small HTTP/1 client (plain or TLS) for the Lambda APIs and the backend.
+pub mod http;
 /// The invocation tracker: per request id start, runtimeDone, report; cold start.
 pub mod invocation;
 /// The platform edge: Extensions API client, Telemetry/Logs subscription, listener, event types.

@@ -1,5 +1,5 @@
-//! The backend API key from AWS Secrets Manager or SSM Parameter Store, fetched once at init with
-//! the function's own credentials.
+//! The backend API key from AWS Secrets Manager or SSM Parameter Store, fetched once with the
+//! function's own credentials (flush control asks at its first flush, so init never waits on it).
 //!
 //! In: where the key lives ([`ApiKeySource`]), the credentials and region Lambda sets
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`). Out: the key,
@@ -119,7 +119,8 @@ pub fn sign(input: &SignInput<'_>, creds: &Credentials) -> Vec<(String, String)>
     if let Some(token) = &creds.session_token {
         headers.push(("x-amz-security-token".into(), token.clone()));
     }
-    headers.sort();
+    // Names and values compared whole: equal entries are identical, so an unstable sort is exact.
+    headers.sort_unstable();
     let signed_headers = headers
         .iter()
         .map(|(k, _)| k.as_str())

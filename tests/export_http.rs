@@ -145,3 +145,94 @@ async fn a_huge_answer_is_read_only_up_to_the_cap() {
     assert_eq!(a.status, 200);
     assert_eq!(a.body.len(), MAX_ANSWER_BYTES);
 }
+
+/// A raw HTTP/1 server that answers every request with `answer`, counting the
+/// connections it accepted.
+async fn raw_server(
+    answer: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut have = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    have.extend_from_slice(&buf[..n]);
+                    // Requests here carry a Content-Length body of at most a few bytes.
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&have[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if have.len() < end + 4 + len {
+                            break;
+                        }
+                        have.drain(..end + 4 + len);
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if answer.contains("connection: close") {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn idle_connections_are_reused() {
+    let (addr, accepted) = raw_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let s = sender();
+    for _ in 0..3 {
+        let a = s
+            .post(
+                &format!("http://{addr}/v1/metrics"),
+                "application/x-protobuf",
+                Bytes::from_static(b"x"),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("answer");
+        assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]));
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_backend_closed_is_not_reused() {
+    let (addr, accepted) =
+        raw_server("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok").await;
+    let s = sender();
+    for _ in 0..2 {
+        let a = s
+            .post(
+                &format!("http://{addr}/v1/logs"),
+                "application/x-protobuf",
+                Bytes::from_static(b"x"),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 200);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

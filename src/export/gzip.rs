@@ -1,8 +1,8 @@
 //! gzip framing around one reused deflate compressor.
 //!
 //! In: an encoded batch. Out: the same bytes as a gzip member (RFC 1952). The compressor's state
-//! (a few hundred KB of tables) is allocated once and reset between batches, instead of once per
-//! flush.
+//! (a few hundred KB of tables) is allocated at the first batch, not at start (start-up time and
+//! idle memory are the user's), and reset between batches instead of made anew per flush.
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
@@ -11,7 +11,8 @@ use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 pub const LEVEL: u32 = 6;
 
 pub struct Gzip {
-    deflate: Compress,
+    level: u32,
+    deflate: Option<Compress>,
 }
 
 impl Default for Gzip {
@@ -23,13 +24,22 @@ impl Default for Gzip {
 impl Gzip {
     pub fn new(level: u32) -> Gzip {
         Gzip {
-            deflate: Compress::new(Compression::new(level.min(9)), false),
+            level: level.min(9),
+            deflate: None,
         }
     }
 
     /// Compresses `data` into a complete gzip member.
     pub fn compress(&mut self, data: &[u8]) -> Vec<u8> {
-        self.deflate.reset();
+        let deflate = match &mut self.deflate {
+            Some(deflate) => {
+                deflate.reset();
+                deflate
+            }
+            None => self
+                .deflate
+                .insert(Compress::new(Compression::new(self.level), false)),
+        };
         let mut out = Vec::with_capacity(data.len() / 4 + 64);
         // Header: magic, CM=deflate, no flags, no mtime, XFL=0, OS=unknown.
         out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
@@ -38,11 +48,9 @@ impl Gzip {
             if out.capacity() - out.len() < 1024 {
                 out.reserve(out.capacity().max(4096));
             }
-            let before_in = self.deflate.total_in();
-            let status = self
-                .deflate
-                .compress_vec(input, &mut out, FlushCompress::Finish);
-            let consumed = (self.deflate.total_in() - before_in) as usize;
+            let before_in = deflate.total_in();
+            let status = deflate.compress_vec(input, &mut out, FlushCompress::Finish);
+            let consumed = (deflate.total_in() - before_in) as usize;
             input = input.get(consumed..).unwrap_or(&[]);
             match status {
                 Ok(Status::StreamEnd) => break,

@@ -305,30 +305,45 @@ fn shutdown_reason<'de, D: Deserializer<'de>>(d: D) -> Result<ShutdownReason, D:
     Ok(s.map(|s| ShutdownReason::parse(&s)).unwrap_or_default())
 }
 
-/// Decodes an `/event/next` answer.
+/// Decodes an `/event/next` answer. One pass over the body into the union of both events' fields
+/// (one decoder in the binary instead of three).
 pub fn parse_next_event(body: &[u8]) -> Result<NextEvent, ApiError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Kind {
+    struct Any {
         event_type: String,
+        request_id: Option<String>,
+        #[serde(default, deserialize_with = "super::events::opt_u64")]
+        deadline_ms: Option<u64>,
+        invoked_function_arn: Option<String>,
+        tracing: Option<InvokeTracing>,
+        #[serde(default, deserialize_with = "shutdown_reason")]
+        shutdown_reason: ShutdownReason,
     }
     let decode = |source| ApiError::Decode {
         call: "event/next",
         source,
     };
-    let kind: Kind = serde_json::from_slice(body).map_err(decode)?;
-    if kind.event_type.eq_ignore_ascii_case("INVOKE") {
-        serde_json::from_slice(body)
-            .map(NextEvent::Invoke)
-            .map_err(decode)
-    } else if kind.event_type.eq_ignore_ascii_case("SHUTDOWN") {
-        serde_json::from_slice(body)
-            .map(NextEvent::Shutdown)
-            .map_err(decode)
+    let any: Any = serde_json::from_slice(body).map_err(decode)?;
+    if any.event_type.eq_ignore_ascii_case("INVOKE") {
+        let request_id = any.request_id.ok_or_else(|| {
+            decode(<serde_json::Error as serde::de::Error>::missing_field(
+                "requestId",
+            ))
+        })?;
+        Ok(NextEvent::Invoke(InvokeEvent {
+            request_id,
+            deadline_ms: any.deadline_ms,
+            invoked_function_arn: any.invoked_function_arn,
+            tracing: any.tracing,
+        }))
+    } else if any.event_type.eq_ignore_ascii_case("SHUTDOWN") {
+        Ok(NextEvent::Shutdown(ShutdownEvent {
+            shutdown_reason: any.shutdown_reason,
+            deadline_ms: any.deadline_ms,
+        }))
     } else {
-        Ok(NextEvent::Other(
-            kind.event_type.chars().take(100).collect(),
-        ))
+        Ok(NextEvent::Other(any.event_type.chars().take(100).collect()))
     }
 }
 

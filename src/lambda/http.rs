@@ -1,4 +1,4 @@
-//! A minimal HTTP/1 client for the Lambda APIs: one TCP connection per request.
+//! Requests to the Lambda APIs over [`crate::http`]: one TCP connection per request.
 //!
 //! In: a base URL (`http://host:port[/prefix]`), a method, a path, headers and a body.
 //! Out: the status, headers and a size-capped body. A fresh connection per call is deliberate:
@@ -8,29 +8,24 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use crate::http::{ConnectError, Connection, Origin, read_body};
 
 /// Transport-level failures talking to a Lambda API.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("bad API base URL {0:?}")]
     BadUrl(String),
-    #[error("connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("building request: {0}")]
     Request(#[from] hyper::http::Error),
     #[error("response body over {0} bytes")]
     BodyTooLarge(usize),
-    #[error("reading response body: {0}")]
-    Body(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
 }
@@ -46,9 +41,7 @@ pub struct Response {
 /// Where the Lambda APIs live.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    host: String,
-    port: u16,
-    authority: String,
+    origin: Origin,
     prefix: String,
 }
 
@@ -57,23 +50,12 @@ impl Endpoint {
     pub fn parse(base: &str) -> Result<Endpoint, HttpError> {
         let bad = || HttpError::BadUrl(base.to_string());
         let uri: Uri = base.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") {
+        let (origin, _) = Origin::of(&uri).ok_or_else(bad)?;
+        if origin.https {
             return Err(bad());
         }
-        let auth = uri.authority().ok_or_else(bad)?;
-        let host = auth
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = auth.port_u16().unwrap_or(80);
         let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(Endpoint {
-            host,
-            port,
-            authority: auth.as_str().to_string(),
-            prefix,
-        })
+        Ok(Endpoint { origin, prefix })
     }
 
     /// Sends one request on a new connection and reads at most `max_body` bytes of the answer.
@@ -105,23 +87,10 @@ impl Endpoint {
         body: Vec<u8>,
         max_body: usize,
     ) -> Result<Response, HttpError> {
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|source| HttpError::Connect {
-                addr: self.authority.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // The connection task ends when the exchange is over or the sender is dropped.
-        let conn = tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.prefix, path))
-            .header(hyper::header::HOST, self.authority.as_str());
+            .header(hyper::header::HOST, self.origin.authority.as_str());
         if !body.is_empty() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
@@ -129,30 +98,19 @@ impl Endpoint {
             req = req.header(*name, *value);
         }
         let req = req.body(Full::new(Bytes::from(body)))?;
-        let result = async {
-            let resp = sender.send_request(req).await?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, max_body)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        HttpError::BodyTooLarge(max_body)
-                    } else {
-                        HttpError::Body(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            Ok(Response {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+        // A fresh connection per call; it closes when `conn` is dropped at the end.
+        let mut conn = Connection::open(&self.origin, None, None).await?;
+        let resp = conn.send(req).await.map_err(|(e, _)| e)?;
+        let (parts, body) = resp.into_parts();
+        let (body, over) = read_body(body, max_body).await;
+        if over {
+            return Err(HttpError::BodyTooLarge(max_body));
         }
-        .await;
-        drop(sender);
-        conn.abort();
-        result
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 
@@ -163,12 +121,12 @@ mod tests {
     #[test]
     fn parses_host_port_and_prefix() {
         let e = Endpoint::parse("http://127.0.0.1:9001").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 9001));
+        assert_eq!((e.origin.host.as_str(), e.origin.port), ("127.0.0.1", 9001));
         assert_eq!(e.prefix, "");
         let e = Endpoint::parse("http://[::1]:9000/.rt/").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("::1", 9000));
+        assert_eq!((e.origin.host.as_str(), e.origin.port), ("::1", 9000));
         assert_eq!(e.prefix, "/.rt");
-        assert_eq!(e.authority, "[::1]:9000");
+        assert_eq!(e.origin.authority, "[::1]:9000");
         assert!(Endpoint::parse("https://x:1").is_err());
         assert!(Endpoint::parse("not a url").is_err());
     }

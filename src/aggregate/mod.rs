@@ -21,8 +21,10 @@
 //!
 //! # Memory
 //! Worst case per live series: the histogram's counts, at most [`MAX_BUCKETS`] × 8 = 5,120 bytes;
-//! about 250 bytes of fixed size (the histogram, the key's fields, the table slot and its share of
-//! the table's spare room); and the key's strings, which all series share a budget for:
+//! about 250 bytes of fixed size (the histogram, the key's buffer pointer, the table slot and its
+//! share of the table's spare room); and the key, held in one buffer of its strings and 8 bytes
+//! per string of lengths (less than the 48 bytes per dimension counted), which all series share
+//! a budget for:
 //! [`KEY_BYTES_PER_SERIES`] × `max_series` (a key may be long as long as most are short; EMF
 //! allows 30 dimensions of 1,024 characters). So `max_series` series cost at most about
 //! `max_series × 5.6 KB`: 5.6 MB at the default of 1,000. A new series beyond either cap is
@@ -113,7 +115,7 @@ impl Aggregator {
             return true;
         }
         let found = match Parts::of_point(p) {
-            Some(parts) => self.series.entry(&parts, || SeriesKey::from_point(p)),
+            Some(parts) => self.series.entry(&parts),
             // Dimensions out of order: normalise through an owned key.
             None => self.series.entry_for_key(&SeriesKey::from_point(p)),
         };
@@ -207,6 +209,7 @@ impl Aggregator {
 }
 
 /// The number of observations in `s`, after checking every value can be recorded.
+#[inline]
 fn sample_count(s: &Samples) -> Result<u64, HistogramError> {
     match s {
         Samples::Values(values) => {
@@ -238,6 +241,7 @@ fn sample_count(s: &Samples) -> Result<u64, HistogramError> {
 }
 
 /// Records checked samples of `n` observations; refused whole if the count would overflow.
+#[inline]
 fn apply(h: &mut Histogram, s: &Samples, n: u64) -> Result<(), HistogramError> {
     h.count()
         .checked_add(n)

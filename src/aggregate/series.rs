@@ -4,7 +4,8 @@
 //! In: a key, either owned or borrowed from a parsed [`DataPoint`]. Out: the histogram to add to,
 //! or a refusal when a new series would pass a cap. Finding an existing series from a borrowed
 //! data point allocates nothing: the table is keyed by a hash of the borrowed parts, compared
-//! part by part on a hit.
+//! part by part on a hit with the key the table holds in one buffer ([`Flat`]); the owned
+//! [`SeriesKey`] is rebuilt from that buffer when the series are drained.
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -155,6 +156,7 @@ pub(crate) struct Parts<'a, D> {
 impl<'a> Parts<'a, (Cow<'a, str>, Cow<'a, str>)> {
     /// The parts of a data point, when its dimensions are sorted with unique keys as the EMF
     /// contract promises; `None` otherwise.
+    #[inline]
     pub fn of_point(p: &'a DataPoint<'a>) -> Option<Self> {
         p.dimensions
             .windows(2)
@@ -170,6 +172,7 @@ impl<'a> Parts<'a, (Cow<'a, str>, Cow<'a, str>)> {
 }
 
 impl<D: Dimension> Parts<'_, D> {
+    #[inline]
     fn hash_with(&self, builder: &DefaultHashBuilder) -> u64 {
         let mut h = builder.build_hasher();
         self.namespace.hash(&mut h);
@@ -184,23 +187,125 @@ impl<D: Dimension> Parts<'_, D> {
         h.finish()
     }
 
-    fn matches(&self, key: &SeriesKey) -> bool {
-        self.namespace == key.namespace
-            && self.name == key.name
-            && self.unit == key.unit
-            && self.storage_resolution == key.storage_resolution
-            && self.dimensions.len() == key.dimensions.len()
-            && self
+    /// Heap bytes the owned key of these parts holds (as [`SeriesKey::heap_bytes`] counts them).
+    fn heap_bytes(&self) -> usize {
+        self.namespace.len()
+            + self.name.len()
+            + self.dimensions.len() * size_of::<(String, String)>()
+            + self
                 .dimensions
                 .iter()
-                .zip(&key.dimensions)
-                .all(|(d, (k, v))| d.key() == k && d.value() == v)
+                .map(|d| d.key().len() + d.value().len())
+                .sum::<usize>()
+    }
+
+    /// The key in one buffer (see [`Flat`]); `None` if a string is longer than `u32::MAX`.
+    fn flatten(&self) -> Option<Flat> {
+        let mut b = Vec::with_capacity(FLAT_HEAD + self.heap_bytes());
+        b.push(self.unit as u8);
+        b.extend_from_slice(&self.storage_resolution.to_le_bytes());
+        put_str(&mut b, self.namespace)?;
+        put_str(&mut b, self.name)?;
+        b.extend_from_slice(&u32::try_from(self.dimensions.len()).ok()?.to_le_bytes());
+        for d in self.dimensions {
+            put_str(&mut b, d.key())?;
+            put_str(&mut b, d.value())?;
+        }
+        Some(Flat(b.into_boxed_slice()))
+    }
+
+    /// Whether `flat` holds exactly these parts.
+    #[inline]
+    fn matches(&self, flat: &Flat) -> bool {
+        let mut r = Reader(&flat.0);
+        r.byte() == Some(self.unit as u8)
+            && r.u32() == Some(self.storage_resolution)
+            && r.str() == Some(self.namespace.as_bytes())
+            && r.str() == Some(self.name.as_bytes())
+            && r.u32().and_then(|n| usize::try_from(n).ok()) == Some(self.dimensions.len())
+            && self.dimensions.iter().all(|d| {
+                r.str() == Some(d.key().as_bytes()) && r.str() == Some(d.value().as_bytes())
+            })
+            && r.0.is_empty()
+    }
+}
+
+/// Bytes of a flat key besides its strings: unit, resolution, three lengths.
+const FLAT_HEAD: usize = 1 + 4 + 3 * 4;
+
+/// A series key in one allocation: unit (`Unit as u8`), storage resolution (u32 LE), then
+/// namespace, name, the number of dimensions (u32 LE) and each dimension's key and value, every
+/// string as its length (u32 LE) and its bytes. Comparing a data point with it reads one buffer
+/// instead of five (the strings of a [`SeriesKey`] live in separate allocations), which matters
+/// when a thousand series no longer fit in the cache.
+struct Flat(Box<[u8]>);
+
+fn put_str(b: &mut Vec<u8>, s: &str) -> Option<()> {
+    b.extend_from_slice(&u32::try_from(s.len()).ok()?.to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+    Some(())
+}
+
+/// Reads a [`Flat`] front to back; `None` past its end.
+struct Reader<'f>(&'f [u8]);
+
+impl<'f> Reader<'f> {
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Option<u32> {
+        let (head, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(u32::from_le_bytes(*head))
+    }
+
+    #[inline]
+    fn str(&mut self) -> Option<&'f [u8]> {
+        let n = usize::try_from(self.u32()?).ok()?;
+        if n > self.0.len() {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(s)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.str()?.to_vec()).ok()
+    }
+}
+
+impl Flat {
+    /// The owned key. `None` only if the buffer was not written by [`Parts::flatten`].
+    fn key(&self) -> Option<SeriesKey> {
+        let mut r = Reader(&self.0);
+        let unit = *Unit::ALL.get(usize::from(r.byte()?))?;
+        let storage_resolution = r.u32()?;
+        let namespace = r.string()?;
+        let name = r.string()?;
+        let n = usize::try_from(r.u32()?).ok()?;
+        let mut dimensions = Vec::with_capacity(n.min(r.0.len()));
+        for _ in 0..n {
+            dimensions.push((r.string()?, r.string()?));
+        }
+        Some(SeriesKey {
+            namespace,
+            name,
+            dimensions,
+            unit,
+            storage_resolution,
+        })
     }
 }
 
 struct Entry {
     hash: u64,
-    key: SeriesKey,
+    key: Flat,
     histogram: Histogram,
 }
 
@@ -248,13 +353,8 @@ impl SeriesMap {
             .map(|e| &e.histogram)
     }
 
-    /// The histogram of `key`, creating an empty series when there is room. `make_key` is
-    /// called only when the series is new.
-    pub fn entry<D: Dimension>(
-        &mut self,
-        parts: &Parts<'_, D>,
-        make_key: impl FnOnce() -> SeriesKey,
-    ) -> Result<&mut Histogram, Full> {
+    /// The histogram of `parts`, creating an empty series when there is room.
+    pub fn entry<D: Dimension>(&mut self, parts: &Parts<'_, D>) -> Result<&mut Histogram, Full> {
         let hash = parts.hash_with(&self.hasher);
         let table = match self.table.find_entry(hash, |e| parts.matches(&e.key)) {
             Ok(found) => return Ok(&mut found.into_mut().histogram),
@@ -263,11 +363,12 @@ impl SeriesMap {
         if table.len() >= self.max_series {
             return Err(Full::Series);
         }
-        let key = make_key();
-        let bytes = key.heap_bytes();
+        let bytes = parts.heap_bytes();
         if self.key_bytes.saturating_add(bytes) > self.max_key_bytes {
             return Err(Full::KeyBytes);
         }
+        // A string over 4 GiB cannot fit the budget either.
+        let key = parts.flatten().ok_or(Full::KeyBytes)?;
         self.key_bytes += bytes;
         let entry = Entry {
             hash,
@@ -282,7 +383,7 @@ impl SeriesMap {
 
     /// The histogram of an owned key, creating the series when there is room.
     pub fn entry_for_key(&mut self, key: &SeriesKey) -> Result<&mut Histogram, Full> {
-        self.entry(&key.parts(), || key.clone())
+        self.entry(&key.parts())
     }
 
     /// Every series, sorted by key; the map is left empty (its table memory is kept).
@@ -291,12 +392,111 @@ impl SeriesMap {
         let mut out: Vec<Series> = self
             .table
             .drain()
-            .map(|e| Series {
-                key: e.key,
-                histogram: e.histogram,
+            .filter_map(|e| {
+                // Every flat key was written by `Parts::flatten`, so it reads back.
+                let key = e.key.key();
+                debug_assert!(key.is_some(), "a flat key reads back");
+                Some(Series {
+                    key: key?,
+                    histogram: e.histogram,
+                })
             })
             .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        // Keys are unique, so an unstable sort gives the same order, with fewer moves.
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_codes_index_all_units() {
+        for (i, &u) in Unit::ALL.iter().enumerate() {
+            assert_eq!(u as u8 as usize, i, "{u:?}");
+        }
+    }
+
+    #[test]
+    fn flat_keys_read_back_and_match_only_their_parts() {
+        let key = SeriesKey::new(
+            "Name space",
+            "Latency",
+            Unit::Milliseconds,
+            1,
+            vec![
+                ("b".into(), "é".into()),
+                ("a".into(), String::new()),
+                ("c".into(), "x".repeat(300)),
+            ],
+        );
+        let flat = key.parts().flatten().expect("short strings");
+        assert_eq!(flat.key().as_ref(), Some(&key));
+        assert!(key.parts().matches(&flat));
+        let others = [
+            SeriesKey::new(
+                "Name space",
+                "Latency",
+                Unit::Seconds,
+                1,
+                key.dimensions().to_vec(),
+            ),
+            SeriesKey::new(
+                "Name space",
+                "Latency",
+                Unit::Milliseconds,
+                60,
+                key.dimensions().to_vec(),
+            ),
+            SeriesKey::new(
+                "Name spac",
+                "Latency",
+                Unit::Milliseconds,
+                1,
+                key.dimensions().to_vec(),
+            ),
+            SeriesKey::new(
+                "Name space",
+                "Latenc",
+                Unit::Milliseconds,
+                1,
+                key.dimensions().to_vec(),
+            ),
+            SeriesKey::new("Name space", "Latency", Unit::Milliseconds, 1, Vec::new()),
+            SeriesKey::new(
+                "Name space",
+                "Latency",
+                Unit::Milliseconds,
+                1,
+                key.dimensions()[..2].to_vec(),
+            ),
+            // The same bytes split differently between key and value.
+            SeriesKey::new(
+                "Name space",
+                "Latency",
+                Unit::Milliseconds,
+                1,
+                vec![
+                    ("a".into(), String::new()),
+                    ("bé".into(), String::new()),
+                    ("c".into(), "x".repeat(300)),
+                ],
+            ),
+        ];
+        for other in &others {
+            assert!(!other.parts().matches(&flat), "{other:?}");
+            let theirs = other.parts().flatten().expect("short strings");
+            assert!(!key.parts().matches(&theirs), "{other:?}");
+            assert_eq!(theirs.key().as_ref(), Some(other));
+        }
+        // A truncated or extended buffer matches nothing and reads back as nothing.
+        let short = Flat(flat.0[..flat.0.len() - 1].into());
+        assert!(!key.parts().matches(&short));
+        assert!(short.key().is_none());
+        let mut long = flat.0.to_vec();
+        long.push(0);
+        assert!(!key.parts().matches(&Flat(long.into())));
     }
 }

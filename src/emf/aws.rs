@@ -51,20 +51,52 @@ pub(crate) struct DirectiveBody<'a> {
     pub(crate) metrics: Field<Vec<Definition<'a>>>,
 }
 
-/// The dimension sets of a directive: all keys in one list, each set a range of it.
+/// The dimension sets of a directive: all keys in one list, each set a range of it. The usual
+/// directive has one set, which needs no list of boundaries.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct DimensionSets<'a> {
     pub(crate) keys: Vec<Cow<'a, str>>,
-    /// End (exclusive) of each set in `keys`; sets are consecutive.
-    pub(crate) ends: Vec<usize>,
+    /// End (exclusive) in `keys` of each set but the last, which ends at `keys.len()`; sets
+    /// are consecutive.
+    ends: Vec<usize>,
+    /// How many sets.
+    count: usize,
 }
 
 impl<'a> DimensionSets<'a> {
+    /// Room for a few keys.
+    pub(crate) fn with_capacity(keys: usize) -> Self {
+        DimensionSets {
+            keys: Vec::with_capacity(keys),
+            ends: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Close a set whose keys were pushed from position `start` of `keys` on.
+    pub(crate) fn close_set(&mut self, start: usize) {
+        if self.count > 0 {
+            // The set before this one ends where this one starts.
+            self.ends.push(start);
+        }
+        self.count += 1;
+    }
+
+    /// How many sets.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// Each set's keys, in order.
     pub(crate) fn sets(&self) -> impl Iterator<Item = &[Cow<'a, str>]> {
+        let last = (self.count > 0).then_some(self.keys.len());
         let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            // `ends` is increasing and ≤ keys.len() by construction (see `SetSeed`).
+        self.ends.iter().copied().chain(last).map(move |end| {
+            // The ends are increasing and ≤ keys.len() by construction (see `close_set`).
             let set = self.keys.get(start..end).unwrap_or(&[]);
             start = end;
             set
@@ -285,13 +317,14 @@ impl<'de> Visitor<'de> for SetSeed<'_, 'de> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let mut ok = true;
+        let start = self.0.keys.len();
         while let Some(key) = seq.next_element::<Field<Cow<'de, str>>>()? {
             match key {
                 Field::Ok(k) => self.0.keys.push(k),
                 _ => ok = false,
             }
         }
-        self.0.ends.push(self.0.keys.len());
+        self.0.close_set(start);
         Ok(ok)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {

@@ -146,6 +146,7 @@ const MAX_MAGNITUDE: f64 = 2.348_542_582_773_833_3e108;
 const MIN_MAGNITUDE: f64 = 4.258_030_726_458_928e-109;
 
 /// A metric value CloudWatch would store: finite, |v| ≤ 2^360, and zero or |v| ≥ 2^-360.
+#[inline(always)]
 pub(crate) fn valid_metric_value(v: f64) -> bool {
     let a = v.abs();
     a.is_finite() && a <= MAX_MAGNITUDE && (a == 0.0 || a >= MIN_MAGNITUDE)
@@ -445,6 +446,7 @@ impl<'a> Raw<'a> {
     }
 
     /// The member as a metric target.
+    #[inline]
     pub(crate) fn target(self) -> Target {
         if let Raw::Text(text) = self {
             // A raw member is valid JSON, so text starting with `-` or a digit is exactly one
@@ -464,6 +466,7 @@ impl<'a> Raw<'a> {
     }
 
     /// The member as a dimension value.
+    #[inline]
     pub(crate) fn dim_value(self) -> DimValue<'a> {
         if let Raw::Text(raw) = self
             && let Some(s) = plain_string(raw)
@@ -487,11 +490,11 @@ impl<'a> Raw<'a> {
 
 /// The contents of a JSON string literal without escapes, borrowed; `None` for anything else.
 /// `json` must be one valid JSON value (a raw member is).
+#[inline(always)]
 fn plain_string(json: &str) -> Option<&str> {
     let inner = json.strip_prefix('"')?.strip_suffix('"')?;
-    memchr::memchr(b'\\', inner.as_bytes())
-        .is_none()
-        .then_some(inner)
+    // Valid JSON: the only special byte a string's contents can hold is a backslash.
+    (super::scan::skip_plain(inner.as_bytes(), 0) == inner.len()).then_some(inner)
 }
 
 /// A JSON array of scalars (no strings, arrays or objects inside), judged as a metric target

@@ -120,6 +120,14 @@ impl<'a> Root<'a> {
         }
     }
 
+    /// Members other than `_aws` (repeated keys counted each time).
+    fn len(&self) -> usize {
+        match self {
+            Root::Text { members, .. } => members.len(),
+            Root::Value(map) => map.len(),
+        }
+    }
+
     fn has_aws(&self) -> bool {
         match self {
             Root::Text { aws, .. } => aws.is_some(),
@@ -128,12 +136,13 @@ impl<'a> Root<'a> {
     }
 
     /// The position of the member `key` (the last one when it repeats).
+    #[inline(always)]
     fn position(&self, key: &str) -> Option<usize> {
         let Root::Text { members, index, .. } = self else {
             return None;
         };
         if index.is_empty() {
-            return members.iter().rposition(|(k, _)| k == key);
+            return members.iter().rposition(|(k, _)| same_key(k, key));
         }
         // Positions in `index` are all < members.len() by construction.
         let end = index.partition_point(|&i| &*members[i].0 <= key);
@@ -152,6 +161,7 @@ impl<'a> Root<'a> {
     }
 
     /// A member other than `_aws`.
+    #[inline(always)]
     fn get(&self, key: &str) -> Option<Raw<'a>> {
         match self {
             Root::Text { members, .. } => {
@@ -186,6 +196,13 @@ impl<'a> Root<'a> {
         }
         Ok(())
     }
+}
+
+/// String equality for keys that mostly differ in length: the lengths are compared first, so
+/// the byte comparison (a library call) runs only for keys of the same length.
+#[inline(always)]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes() == b.as_bytes()
 }
 
 /// The reasons found so far, each once.
@@ -545,6 +562,7 @@ fn conflicting_resolutions<'n>(directives: &'n [Directive]) -> Vec<&'n str> {
 }
 
 /// `StorageResolution`: absent is 60; otherwise the integer 1 or 60.
+#[inline(always)]
 fn storage_resolution(field: &Field<Num>) -> Option<u32> {
     match field {
         Field::Missing => Some(60),
@@ -568,11 +586,11 @@ fn resolve_sets<'a>(
     found: &mut Found,
     opts: &ParseOptions,
 ) -> Vec<Dims<'a>> {
-    if sets.ends.is_empty() {
+    if sets.is_empty() {
         // `"Dimensions": []` is read as `[[]]`.
         return vec![Vec::new()];
     }
-    let mut out: Vec<Dims<'a>> = Vec::with_capacity(sets.ends.len().min(16));
+    let mut out: Vec<Dims<'a>> = Vec::with_capacity(sets.len().min(16));
     for set in sets.sets() {
         match resolve_set(root, set) {
             Some(dims) => out.push(dims),
@@ -641,17 +659,25 @@ fn properties<'a>(
             .flat_map(|(_, sets, defs)| defs.iter().map(name).chain(sets.keys.iter().map(|k| &**k)))
     };
     // A few names are scanned; many get a sorted list, so a hostile line stays n log n.
-    let sorted: Option<Vec<&str>> = (named().nth(16).is_some()).then(|| {
+    const FEW: usize = 16;
+    let mut few = [""; FEW];
+    let mut count = 0;
+    for (slot, n) in few.iter_mut().zip(named()) {
+        *slot = n;
+        count += 1;
+    }
+    let sorted: Option<Vec<&str>> = (count == FEW && named().nth(FEW).is_some()).then(|| {
         let mut v: Vec<&str> = named().collect();
         v.sort_unstable();
         v.dedup();
         v
     });
+    let few = few.get(..count).unwrap_or(&[]);
     let is_named = |key: &str| match &sorted {
         Some(v) => v.binary_search(&key).is_ok(),
-        None => named().any(|n| n == key),
+        None => few.iter().any(|n| same_key(n, key)),
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(root.len().min(16));
     root.for_each_member(|key, raw| {
         if !is_named(key) {
             out.push((key.clone(), raw.to_value().map_err(|_| ())?));
@@ -772,6 +798,7 @@ fn valid_name(name: &str, max: usize) -> bool {
 }
 
 /// Dimension key or value: 1..=max ASCII characters, no control characters, not blank.
+#[inline(always)]
 fn valid_dimension_text(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max

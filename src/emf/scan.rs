@@ -58,19 +58,19 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn eat(&mut self, b: u8) -> Result<()> {
         if self.peek() == Some(b) {
             self.pos += 1;
@@ -80,6 +80,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline(always)]
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth >= MAX_DEPTH {
@@ -90,6 +91,7 @@ impl<'a> Cursor<'a> {
 
     /// An object at the cursor; `member` is called at each value with its key and must
     /// consume the value. Whitespace before the object must already be skipped.
+    #[inline(always)]
     fn object(
         &mut self,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
@@ -123,6 +125,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// An array at the cursor; `element` is called at each element and must consume it.
+    #[inline(always)]
     fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
         self.eat(b'[')?;
         self.enter()?;
@@ -150,67 +153,52 @@ impl<'a> Cursor<'a> {
 
     /// The span of a string literal at the cursor (quotes included) and whether it holds
     /// escapes. Control characters are refused, as JSON requires.
+    #[inline(always)]
     fn string_span(&mut self) -> Result<(usize, bool)> {
         let start = self.pos;
         self.eat(b'"')?;
         let mut escaped = false;
+        let bytes = self.bytes;
+        let mut i = self.pos;
         loop {
-            self.skip_plain();
-            match self.peek() {
+            i = skip_plain(bytes, i);
+            match bytes.get(i) {
                 Some(b'"') => {
-                    self.pos += 1;
+                    self.pos = i + 1;
                     return Ok((start, escaped));
                 }
                 // A backslash: skip it and the escaped byte; serde_json checks the escape later.
                 Some(b'\\') => {
                     escaped = true;
-                    self.pos += 2;
+                    i += 2;
                 }
-                Some(0..=0x1f) | None => return Err(NotJson),
-                Some(_) => self.pos += 1,
+                // `skip_plain` stops only at a quote, a backslash, a control character or the
+                // end.
+                _ => return Err(NotJson),
             }
-        }
-    }
-
-    /// Advance over string bytes that are neither `"`, `\\` nor control characters, eight at
-    /// a time (a word-wide test; the lowest flagged byte is exact).
-    #[inline]
-    fn skip_plain(&mut self) {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-            let Ok(word) = <[u8; 8]>::try_from(chunk) else {
-                return;
-            };
-            let x = u64::from_le_bytes(word);
-            let quote = x ^ (ONES * u64::from(b'"'));
-            let slash = x ^ (ONES * u64::from(b'\\'));
-            let special = (quote.wrapping_sub(ONES) & !quote)
-                | (slash.wrapping_sub(ONES) & !slash)
-                | (x.wrapping_sub(ONES * 0x20) & !x);
-            let special = special & HIGH;
-            if special != 0 {
-                self.pos += (special.trailing_zeros() / 8) as usize;
-                return;
-            }
-            self.pos += 8;
         }
     }
 
     /// A string at the cursor, borrowed unless it holds escapes.
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>> {
         let (start, escaped) = self.string_span()?;
-        let lit = self.src.get(start..self.pos).ok_or(NotJson)?;
         if escaped {
+            let lit = self.src.get(start..self.pos).ok_or(NotJson)?;
             serde_json::from_str::<String>(lit)
                 .map(Cow::Owned)
                 .map_err(|_| NotJson)
         } else {
-            lit.get(1..lit.len() - 1).map(Cow::Borrowed).ok_or(NotJson)
+            // Inside the quotes: both cuts sit next to an ASCII quote.
+            self.src
+                .get(start + 1..self.pos - 1)
+                .map(Cow::Borrowed)
+                .ok_or(NotJson)
         }
     }
 
     /// A number at the cursor, checked against the JSON grammar; its text.
+    #[inline(always)]
     fn number_text(&mut self) -> Result<&'a str> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
@@ -235,12 +223,14 @@ impl<'a> Cursor<'a> {
         self.src.get(start..self.pos).ok_or(NotJson)
     }
 
+    #[inline(always)]
     fn digits(&mut self) {
         while let Some(b'0'..=b'9') = self.peek() {
             self.pos += 1;
         }
     }
 
+    #[inline(always)]
     fn some_digits(&mut self) -> Result<()> {
         let start = self.pos;
         self.digits();
@@ -306,6 +296,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A value read as a string field: a string, or `Wrong` (consumed).
+    #[inline(always)]
     fn str_field(&mut self) -> Result<Field<Cow<'a, str>>> {
         if self.peek() == Some(b'"') {
             return self.string().map(Field::Ok);
@@ -314,6 +305,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A value read as a number field.
+    #[inline(always)]
     fn num_field(&mut self) -> Result<Field<Num>> {
         if let Some(b'-' | b'0'..=b'9') = self.peek() {
             return self.number().map(Field::Ok);
@@ -345,7 +337,7 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut list = Vec::new();
+        let mut list = Vec::with_capacity(1);
         self.array(|c| {
             list.push(c.directive()?);
             Ok(())
@@ -377,13 +369,14 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut sets = DimensionSets::default();
+        let mut sets = DimensionSets::with_capacity(4);
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'[') {
                 ok = false;
                 return c.skip_value().map(|_| ());
             }
+            let start = sets.keys.len();
             c.array(|c| {
                 match c.str_field()? {
                     Field::Ok(k) => sets.keys.push(k),
@@ -391,7 +384,7 @@ impl<'a> Cursor<'a> {
                 }
                 Ok(())
             })?;
-            sets.ends.push(sets.keys.len());
+            sets.close_set(start);
             Ok(())
         })?;
         Ok(if ok { Field::Ok(sets) } else { Field::Wrong })
@@ -401,7 +394,7 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut list = Vec::new();
+        let mut list = Vec::with_capacity(4);
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'{') {
@@ -429,6 +422,48 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Bytes that end a run of plain string text: `"`, `\\` and the control characters.
+static STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The position of the first byte at or after `i` that is `"`, `\\` or a control character
+/// (or `bytes.len()`): eight bytes at a time by a word-wide test (the lowest flagged byte is
+/// exact), then byte by byte.
+#[inline(always)]
+pub(crate) fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let x = u64::from_le_bytes(*word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let slash = x ^ (ONES * u64::from(b'\\'));
+        let special = (quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let special = special & HIGH;
+        if special != 0 {
+            return i + (special.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if STOPS[usize::from(b)] {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +475,31 @@ mod tests {
             Ok(serde_json::Value::Object(_))
         );
         assert_eq!(root(text).is_ok(), serde_ok, "{text:?}");
+    }
+
+    #[test]
+    fn skip_plain_stops_at_the_first_special_byte() {
+        let naive = |b: &[u8], i: usize| {
+            (i..b.len())
+                .find(|&j| matches!(b[j], b'"' | b'\\' | 0..=0x1f))
+                .unwrap_or(b.len())
+        };
+        // Every special byte, at every position of a 20-byte run, from every start.
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for at in 0..20 {
+                let mut b: Vec<u8> = "a\u{e9}cdefghijklmnopqrs".bytes().collect();
+                b.truncate(20);
+                b[at] = special;
+                for i in 0..=b.len() {
+                    assert_eq!(skip_plain(&b, i), naive(&b, i), "{b:?} from {i}");
+                }
+            }
+        }
+        // Bytes of multi-byte characters are plain text.
+        assert_eq!(
+            skip_plain("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}x\"".as_bytes(), 0),
+            11
+        );
     }
 
     #[test]

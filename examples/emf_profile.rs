@@ -1,0 +1,268 @@
+//! A fixed workload for instruction counting (`valgrind --tool=callgrind`): the EMF lines of the
+//! generator fixtures and the synthetic lines of `benches/hotpath.rs`, parsed and aggregated a
+//! set number of times. Instruction counts, unlike times, repeat exactly on a busy machine.
+//!
+//! ```text
+//! cargo build --release --example emf_profile
+//! valgrind --tool=callgrind target/release/examples/emf_profile emf 10
+//! ```
+//!
+//! `emf_profile MODE [ROUNDS] [hot|keep]`. Modes: `emf` (parse + aggregate, drained every 10,000
+//! lines as in `benches/hotpath.rs`), `parse` (parse alone), `serde`
+//! (`serde_json::from_str::<Value>` on the same lines), `plain` (parse of plain log lines),
+//! `aggregate` (aggregation alone of already parsed hotpath lines, drained every round, or once
+//! at the end with `keep`), `time` (CPU ns per line of parse, parse + aggregate, aggregation and
+//! serde_json on the hotpath lines), `verdicts` (print every fixture line's and every fuzz
+//! corpus file's verdict, to compare two builds) and `empty` (the setup alone, whose count is
+//! subtracted from the others). With `hot`, `emf`, `parse` and `serde` run on the hotpath lines
+//! alone (10,000 lines over 500 customers) instead of the fixtures plus 1,000 synthetic lines.
+
+use std::hint::black_box;
+
+use loupe::aggregate::Aggregator;
+use loupe::emf::{self, ParseOptions, Record, Verdict};
+use serde_json::Value;
+
+const NOW_MS: i64 = 1_795_497_900_000;
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/emf/");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/emf_line/");
+
+fn options() -> ParseOptions {
+    ParseOptions {
+        now_ms: NOW_MS,
+        record_time_ms: Some(NOW_MS),
+        check_timestamp: true,
+        strict_dimensions: false,
+    }
+}
+
+/// The lines of `benches/hotpath.rs`: two metrics, one dimension, a request id property.
+fn synthetic(n: usize, customers: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let latency = 1.0 + (i * 7919 % 997) as f64 / 10.0;
+            format!(
+                concat!(
+                    r#"{{"_aws":{{"Timestamp":{},"CloudWatchMetrics":[{{"Namespace":"bench","#,
+                    r#""Dimensions":[["customer"]],"Metrics":[{{"Name":"Latency","Unit":"Milliseconds"}},"#,
+                    r#"{{"Name":"Items","Unit":"Count"}}]}}]}},"customer":"customer-{}","#,
+                    r#""Latency":{},"Items":{},"requestId":"3f1c6b6e-1a2b-4c3d-9e8f-{:012}"}}"#
+                ),
+                NOW_MS,
+                i % customers,
+                latency,
+                i % 5,
+                i
+            )
+        })
+        .collect()
+}
+
+/// Every line of the generator captures.
+fn fixture_lines() -> Vec<String> {
+    let files = [
+        "aws-embedded-metrics-python_3.5.0.jsonl",
+        "aws-embedded-metrics-node_4.2.1.jsonl",
+        "aws-lambda-powertools-python_3.37.0.jsonl",
+        "powertools-lambda-typescript-metrics_2.36.0.jsonl",
+    ];
+    let mut lines = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(format!("{FIXTURES}{f}")) else {
+            eprintln!("missing fixture {f}");
+            std::process::exit(2);
+        };
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    lines
+}
+
+fn plain_lines() -> Vec<String> {
+    let id = "3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab";
+    vec![
+        format!("START RequestId: {id} Version: $LATEST"),
+        format!("END RequestId: {id}"),
+        format!(
+            "REPORT RequestId: {id}\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 71 MB"
+        ),
+        format!("2026-11-24T05:21:04.582Z\t{id}\tINFO\tProcessing order 12345 for customer acme"),
+        format!("[INFO]\t2026-11-24T05:21:04.996Z\t{id}\tFound credentials in environment."),
+        "{\"level\":\"debug\",\"msg\":\"cache miss\",\"key\":\"user:42\",\"ttl\":300}".to_owned(),
+    ]
+}
+
+/// The thread's CPU time, in ns.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// CPU ns per line of parse alone, parse + aggregate, and the serde_json baseline, on the lines
+/// of `benches/hotpath.rs` (10,000 lines over 500 customers, drained every 10,000 lines).
+fn time(opts: &ParseOptions, rounds: usize) {
+    let lines = synthetic(10_000, 500);
+    let n = (lines.len() * rounds) as f64;
+    let t = cpu_ns();
+    for _ in 0..rounds {
+        for l in &lines {
+            black_box(emf::parse(Record::Text(black_box(l)), opts));
+        }
+    }
+    let parse = (cpu_ns() - t) as f64 / n;
+    let mut agg = Aggregator::new(1_000);
+    let t = cpu_ns();
+    for _ in 0..rounds {
+        for l in &lines {
+            if let Verdict::Emf(e) = emf::parse(Record::Text(black_box(l)), opts) {
+                agg.add_line(&e);
+            }
+        }
+        black_box(agg.drain());
+    }
+    let both = (cpu_ns() - t) as f64 / n;
+    let t = cpu_ns();
+    for _ in 0..rounds {
+        for l in &lines {
+            black_box(serde_json::from_str::<Value>(black_box(l)).ok());
+        }
+    }
+    let serde = (cpu_ns() - t) as f64 / n;
+    let parsed: Vec<_> = lines
+        .iter()
+        .filter_map(|l| match emf::parse(Record::Text(l), opts) {
+            Verdict::Emf(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let t = cpu_ns();
+    for _ in 0..rounds {
+        for e in &parsed {
+            agg.add_line(black_box(e));
+        }
+        black_box(agg.drain());
+    }
+    let add = (cpu_ns() - t) as f64 / n;
+    println!(
+        "ns/line: parse {parse:.0}, parse+aggregate {both:.0}, aggregate alone {add:.0}, serde Value {serde:.0}"
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map_or("emf", String::as_str);
+    let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(10);
+    let opts = options();
+
+    // `hot` as the third argument: the lines of `benches/hotpath.rs` alone.
+    let mut lines = Vec::new();
+    if args.get(3).is_some_and(|a| a == "hot") {
+        lines.extend(synthetic(10_000, 500));
+    } else {
+        lines.extend(fixture_lines());
+        lines.extend(synthetic(1_000, 100));
+    }
+    let emf_lines: Vec<String> = lines
+        .into_iter()
+        .filter(|l| matches!(emf::parse(Record::Text(l), &opts), Verdict::Emf(_)))
+        .collect();
+
+    match mode {
+        "empty" => {}
+        "time" => time(&opts, rounds),
+        "aggregate" => {
+            // Aggregation alone, on the lines of `benches/hotpath.rs`.
+            let lines = synthetic(10_000, 500);
+            let parsed: Vec<_> = lines
+                .iter()
+                .filter_map(|l| match emf::parse(Record::Text(l), &opts) {
+                    Verdict::Emf(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let mut agg = Aggregator::new(1_000);
+            // `keep` as the third argument: drain once at the end (no series churn).
+            let keep = args.get(3).is_some_and(|a| a == "keep");
+            for _ in 0..rounds {
+                for e in &parsed {
+                    agg.add_line(black_box(e));
+                }
+                if !keep {
+                    black_box(agg.drain());
+                }
+            }
+            black_box(agg.drain());
+        }
+        "emf" => {
+            // As in `benches/hotpath.rs`: the series are drained every 10,000 lines.
+            let mut agg = Aggregator::new(1_000);
+            let (mut points, mut since) = (0, 0);
+            for _ in 0..rounds {
+                for l in &emf_lines {
+                    if let Verdict::Emf(e) = emf::parse(Record::Text(black_box(l)), &opts) {
+                        points += agg.add_line(&e);
+                    }
+                    since += 1;
+                    if since == 10_000 {
+                        black_box(agg.drain());
+                        since = 0;
+                    }
+                }
+            }
+            black_box(agg.drain());
+            println!("{} lines, {points} points", emf_lines.len() * rounds);
+        }
+        "serde" => {
+            for _ in 0..rounds {
+                for l in &emf_lines {
+                    black_box(serde_json::from_str::<Value>(black_box(l)).ok());
+                }
+            }
+            println!("{} lines", emf_lines.len() * rounds);
+        }
+        "parse" => {
+            for _ in 0..rounds {
+                for l in &emf_lines {
+                    black_box(emf::parse(Record::Text(black_box(l)), &opts));
+                }
+            }
+            println!("{} lines", emf_lines.len() * rounds);
+        }
+        "plain" => {
+            let plain = plain_lines();
+            for _ in 0..rounds {
+                for l in &plain {
+                    black_box(emf::parse(Record::Text(black_box(l)), &opts));
+                }
+            }
+            println!("{} lines", plain.len() * rounds);
+        }
+        "verdicts" => {
+            for l in fixture_lines() {
+                println!("{:?}", emf::parse(Record::Text(&l), &opts));
+            }
+            let Ok(dir) = std::fs::read_dir(CORPUS) else {
+                eprintln!("no fuzz corpus at {CORPUS}");
+                std::process::exit(2);
+            };
+            let mut paths: Vec<_> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for p in paths {
+                let Ok(bytes) = std::fs::read(&p) else {
+                    continue;
+                };
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                let verdict = emf::parse_bytes(&bytes, &opts);
+                println!("{}\t{verdict:?}", name.unwrap_or_default());
+                if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+                    println!("  json\t{:?}", emf::parse(Record::Json(&value), &opts));
+                }
+            }
+        }
+        other => {
+            eprintln!("unknown mode {other}: emf, serde, plain, verdicts or empty");
+            std::process::exit(2);
+        }
+    }
+}

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::aggregate::Series;
 use crate::event::Event;
 use crate::invocation::Drained;
+use crate::trace::Span;
 
 /// What one flush sends.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -21,6 +22,8 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Counters for loupe's own metrics (`loupe.*`), as deltas since the last drain.
     pub counters: Vec<Counter>,
+    /// One span per completed invocation, with the platform's phases as children.
+    pub spans: Vec<Span>,
 }
 
 /// One of loupe's own counters: a delta, shipped as a monotonic sum.
@@ -52,6 +55,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
             && self.events.is_empty()
+            && self.spans.is_empty()
             && self.counters.iter().all(|c| c.value == 0)
     }
 }

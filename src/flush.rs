@@ -612,9 +612,9 @@ impl Encoding {
             points = c.accumulate(points);
         }
         let mut out = Vec::new();
-        let oversized = self
-            .encoder
-            .encode(resource, &points, &batch.events, &mut out);
+        let oversized =
+            self.encoder
+                .encode(resource, &points, &batch.events, &batch.spans, &mut out);
         if oversized.points + oversized.events > 0 {
             log::warn!(
                 "{} point(s) and {} event(s) too large for one request: dropped",

@@ -58,6 +58,7 @@ use crate::lambda::events::{LogLine, LogRecord, LogSource};
 use crate::lambda::listener::LogReceiver;
 use crate::lambda::stats::Stats;
 use crate::platform;
+use crate::trace;
 
 /// Events kept between two drains, at most.
 pub const MAX_PENDING_EVENTS: usize = 10_000;
@@ -67,6 +68,8 @@ pub const MAX_PENDING_BYTES: usize = 8 << 20;
 pub const MAX_BODY_BYTES: usize = 256 << 10;
 /// Request ids whose user id is remembered.
 pub const MAX_USER_IDS: usize = 1_024;
+/// Spans per drain: invocations past it give no span (counted in `loupe.spans.dropped`).
+pub const MAX_SPANS: usize = 4_096;
 /// A user id longer than this is not remembered (nor attached as `enduser.id`).
 const MAX_USER_ID_BYTES: usize = 256;
 /// A request id longer than this in a record is not taken as one.
@@ -97,6 +100,8 @@ pub struct Limits {
     pub max_bytes: usize,
     pub max_body_bytes: usize,
     pub max_user_ids: usize,
+    /// Spans kept per drain (an invocation and its phases count as one).
+    pub max_spans: usize,
 }
 
 impl Default for Limits {
@@ -106,6 +111,7 @@ impl Default for Limits {
             max_bytes: MAX_PENDING_BYTES,
             max_body_bytes: MAX_BODY_BYTES,
             max_user_ids: MAX_USER_IDS,
+            max_spans: MAX_SPANS,
         }
     }
 }
@@ -122,6 +128,7 @@ struct Counts {
     dropped_count: u64,
     dropped_bytes: u64,
     truncated: u64,
+    spans_dropped: u64,
 }
 
 impl Default for Counts {
@@ -136,6 +143,7 @@ impl Default for Counts {
             dropped_count: 0,
             dropped_bytes: 0,
             truncated: 0,
+            spans_dropped: 0,
         }
     }
 }
@@ -183,6 +191,8 @@ pub struct Pipeline {
     event_bytes: usize,
     users: UserIds,
     user_id_keys: Vec<String>,
+    /// The name of invocation spans (the function's), or `None` when spans are off.
+    span_name: Option<String>,
     managed_instances: bool,
     limits: Limits,
     clock: Clock,
@@ -205,6 +215,13 @@ impl Pipeline {
                 ..UserIds::default()
             },
             user_id_keys: config.user_id_keys.clone(),
+            span_name: config.traces.then(|| {
+                config
+                    .lambda
+                    .function_name
+                    .clone()
+                    .unwrap_or_else(|| "invocation".to_string())
+            }),
             managed_instances: config.lambda.is_managed_instances(),
             limits,
             clock,
@@ -512,12 +529,23 @@ impl Pipeline {
         let mut events = std::mem::take(&mut self.events);
         self.event_bytes = 0;
         events.extend(folded.events);
+        let mut spans = Vec::new();
+        if let Some(name) = &self.span_name {
+            for inv in &invocations.invocations {
+                if spans.len() >= self.limits.max_spans {
+                    self.counts.spans_dropped += 1;
+                    continue;
+                }
+                trace::invocation_spans(inv, name, user_of(&inv.request_id).as_deref(), &mut spans);
+            }
+        }
         let mut counters = folded.counters;
         self.take_counters(&mut counters);
         Batch {
             series: self.aggregator.drain(),
             events,
             counters,
+            spans,
         }
     }
 
@@ -540,6 +568,7 @@ impl Pipeline {
         add(Counter::new("loupe.events.dropped", c.dropped_count).with("reason", "count"));
         add(Counter::new("loupe.events.dropped", c.dropped_bytes).with("reason", "bytes"));
         add(Counter::new("loupe.events.truncated", c.truncated));
+        add(Counter::new("loupe.spans.dropped", c.spans_dropped).with("reason", "count"));
 
         let refused = self.aggregator.take_refused();
         for (name, n) in refused.series_cap {
@@ -1141,6 +1170,67 @@ mod tests {
         );
     }
 
+    fn timed(id: &str, status: &str) -> Invocation {
+        Invocation {
+            request_id: id.into(),
+            start: true,
+            start_time: Some("2026-11-24T05:21:03.000Z".into()),
+            report: Some(ReportInfo {
+                status: Some(status.into()),
+                error_type: None,
+                duration_ms: Some(12.0),
+                billed_duration_ms: Some(12),
+                memory_size_mb: Some(128),
+                max_memory_used_mb: Some(60),
+                init_duration_ms: None,
+                restore_duration_ms: None,
+                spans: Vec::new(),
+            }),
+            ..Invocation::default()
+        }
+    }
+
+    #[test]
+    fn a_span_per_invocation_with_its_user_and_a_cap() {
+        let mut p = pipeline(false);
+        p.line(text(
+            &emf("Latency", 1.0, r#","userId":"u-9""#),
+            Some("r-a"),
+        ));
+        let b = p.drain(Drained {
+            invocations: vec![timed("r-a", "error"), timed("r-b", "success")],
+            phases: Vec::new(),
+        });
+        assert_eq!(b.spans.len(), 2);
+        let a = &b.spans[0];
+        assert_eq!(a.name, "invocation", "no function name in this config");
+        assert!(a.error.is_some());
+        let user = a.attributes.iter().find(|(k, _)| k == "enduser.id");
+        assert_eq!(user.map(|(_, v)| v), Some(&AttrValue::Str("u-9".into())));
+        assert_eq!(b.spans[1].error, None);
+        assert_eq!(counter(&b, "loupe.spans.dropped", Some("count")), 0);
+
+        let limits = Limits {
+            max_spans: 1,
+            ..Limits::default()
+        };
+        let mut p = Pipeline::with_limits(&config(false), Box::new(|| NOW), limits);
+        let b = p.drain(Drained {
+            invocations: vec![timed("r-a", "success"), timed("r-b", "success")],
+            phases: Vec::new(),
+        });
+        assert_eq!(b.spans.len(), 1);
+        assert_eq!(counter(&b, "loupe.spans.dropped", Some("count")), 1);
+
+        let off = Config::from_lookup(|k| (k == "LOUPE_TRACES").then(|| "false".to_string())).0;
+        let mut p = Pipeline::new(&off, Box::new(|| NOW));
+        let b = p.drain(Drained {
+            invocations: vec![timed("r-a", "success")],
+            phases: Vec::new(),
+        });
+        assert!(b.spans.is_empty());
+    }
+
     #[test]
     fn extension_lines_are_never_read_as_emf() {
         let mut p = pipeline(false);
@@ -1166,6 +1256,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_body_bytes: 10,
             max_user_ids: 2,
+            max_spans: 1,
         };
         let mut p = Pipeline::with_limits(&config(false), Box::new(|| NOW), limits);
         p.line(text("ééééééé long line", None));

@@ -94,7 +94,13 @@ fn large_batches_split_under_one_mebibyte_and_keep_every_item_once() {
     let pts = points(2_000);
     let mut enc = Encoder::new(Protocol::Protobuf, Temporality::Delta);
     let mut out = Vec::new();
-    let over = enc.encode(&resource(&LambdaEnv::default(), None), &pts, &evs, &mut out);
+    let over = enc.encode(
+        &resource(&LambdaEnv::default(), None),
+        &pts,
+        &evs,
+        &[],
+        &mut out,
+    );
     assert_eq!((over.points, over.events), (0, 0));
     assert!(out.len() >= 4, "{} requests", out.len());
     for r in &out {
@@ -139,7 +145,13 @@ fn an_item_alone_over_the_limit_is_counted_not_sent() {
     evs[1].body = Body::Text(noise(99, 8_000));
     let mut enc = Encoder::with_limit(Protocol::Protobuf, Temporality::Delta, 2_000);
     let mut out = Vec::new();
-    let over = enc.encode(&resource(&LambdaEnv::default(), None), &[], &evs, &mut out);
+    let over = enc.encode(
+        &resource(&LambdaEnv::default(), None),
+        &[],
+        &evs,
+        &[],
+        &mut out,
+    );
     assert_eq!((over.points, over.events), (0, 1));
     assert_eq!(out.iter().map(|r| r.events).sum::<u64>(), 2);
     assert!(out.iter().all(|r| r.body.len() <= 2_000));
@@ -151,7 +163,13 @@ fn ndjson_requests_carry_a_resource_line_then_metrics_and_events() {
     let pts = points(3);
     let mut enc = Encoder::new(Protocol::Json, Temporality::Delta);
     let mut out = Vec::new();
-    enc.encode(&resource(&LambdaEnv::default(), None), &pts, &evs, &mut out);
+    enc.encode(
+        &resource(&LambdaEnv::default(), None),
+        &pts,
+        &evs,
+        &[],
+        &mut out,
+    );
     assert_eq!(out.len(), 3, "events capped per request");
     let mut seen_events = 0;
     let mut seen_metrics = 0;

@@ -73,6 +73,7 @@ fn batch(tag: &str, points: usize, events: usize) -> Batch {
             .collect(),
         events: (0..events).map(|i| event(&format!("{tag}.e{i}"))).collect(),
         counters: Vec::new(),
+        spans: Vec::new(),
     }
 }
 

@@ -1,8 +1,8 @@
 //! A second, independent decoder: what the real `loupe` sends from beside the sample function is
 //! decoded by the official Python bindings (`opentelemetry-proto` from PyPI, with
 //! google.protobuf), not by any code of this repository. The sink (tests/fixtures/otlp_sink.py)
-//! writes every request it decoded; the test checks names, attributes and values against the
-//! function's known inputs.
+//! writes every request it decoded; the test checks metrics, logs and spans, their names,
+//! attributes and values, against the function's known inputs.
 
 #![cfg(feature = "local")]
 
@@ -245,4 +245,50 @@ fn the_official_python_bindings_decode_what_loupe_sends() {
         Some(&Value::from(ids[2].as_str()))
     );
     assert_eq!(attr(&errors[0], "enduser.id"), Some(&Value::from("u3")));
+
+    // Traces: one server span per invocation, named for the function, in the X-Ray trace the
+    // platform gave it; the failed one has status ERROR and its user.
+    let mut servers: Vec<Value> = Vec::new();
+    for r in requests.iter().filter(|r| r["path"] == "/v1/traces") {
+        for rs in r["decoded"]["resource_spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for ss in rs["scope_spans"].as_array().into_iter().flatten() {
+                servers.extend(
+                    ss["spans"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|s| s["kind"] == "SPAN_KIND_SERVER")
+                        .cloned(),
+                );
+            }
+        }
+    }
+    assert_eq!(servers.len(), 4, "{requests:#?}");
+    for (id, span) in ids.iter().zip(&servers) {
+        let a = attrs(&span["attributes"]);
+        assert_eq!(
+            attr(&a, "faas.invocation_id"),
+            Some(&Value::from(id.as_str()))
+        );
+        assert_eq!(span["name"], "loupe-local-function", "{span}");
+        assert!(
+            span["trace_id"].as_str().is_some_and(|t| !t.is_empty()),
+            "{span}"
+        );
+        assert!(int(&span["end_time_unix_nano"]) >= int(&span["start_time_unix_nano"]));
+    }
+    assert_eq!(
+        servers[2]["status"]["code"], "STATUS_CODE_ERROR",
+        "{}",
+        servers[2]
+    );
+    assert_eq!(
+        attr(&attrs(&servers[2]["attributes"]), "enduser.id"),
+        Some(&Value::from("u3"))
+    );
+    assert!(servers[0]["status"].get("code").is_none(), "{}", servers[0]);
 }

@@ -1,7 +1,7 @@
 //! Requests from a batch: encode (protobuf or NDJSON), gzip with one reused compressor, and split
 //! in halves until every request is under [`MAX_REQUEST_BYTES`] compressed.
 //!
-//! In: [`Point`]s and [`Event`]s of one flush. Out: [`Encoded`] requests, each knowing how many
+//! In: [`Point`]s, [`Event`]s and [`Span`]s of one flush. Out: [`Encoded`] requests, each knowing how many
 //! points and events it carries (for the counters of what was sent or dropped), and what could not
 //! be encoded at all (a single item over the limit). No I/O.
 
@@ -13,8 +13,10 @@ use super::metrics::{Point, metrics_request};
 use super::ndjson;
 use super::otlp::{Signal, encode_logs};
 use super::proto::resource::v1::Resource;
+use super::traces::traces_request;
 use crate::config::{Protocol, Temporality};
 use crate::event::Event;
+use crate::trace::Span;
 
 /// The most one request may weigh, compressed.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -30,14 +32,16 @@ pub enum Target {
     Metrics,
     /// OTLP logs (`/v1/logs`).
     Logs,
-    /// NDJSON with metrics and events, posted to the metrics URL.
+    /// OTLP traces (`/v1/traces`).
+    Traces,
+    /// NDJSON with metrics, events and spans, posted to the metrics URL.
     Ndjson,
 }
 
 impl Target {
     pub fn content_type(self) -> &'static str {
         match self {
-            Target::Metrics | Target::Logs => PROTOBUF,
+            Target::Metrics | Target::Logs | Target::Traces => PROTOBUF,
             Target::Ndjson => ndjson::CONTENT_TYPE,
         }
     }
@@ -47,6 +51,7 @@ impl Target {
         match self {
             Target::Metrics => Some(Signal::Metrics),
             Target::Logs => Some(Signal::Logs),
+            Target::Traces => Some(Signal::Traces),
             Target::Ndjson => None,
         }
     }
@@ -86,6 +91,7 @@ pub struct Encoder {
 enum Item<'a> {
     Point(&'a Point),
     Event(&'a Event),
+    Span(&'a Span),
 }
 
 impl Encoder {
@@ -104,12 +110,14 @@ impl Encoder {
         }
     }
 
-    /// Requests for `points` and `events`, each under the limit; `out` gets them in order.
+    /// Requests for `points`, `events` and `spans`, each under the limit; `out` gets them in
+    /// order. Spans are counted with the events (`Encoded::events`, [`Oversized::events`]).
     pub fn encode(
         &mut self,
         resource: &Resource,
         points: &[Point],
         events: &[Event],
+        spans: &[Span],
         out: &mut Vec<Encoded>,
     ) -> Oversized {
         let mut oversized = Oversized::default();
@@ -135,6 +143,19 @@ impl Encoder {
                         encode_logs(resource, &events_of(i), raw)
                     });
                 }
+                for chunk in spans.chunks(MAX_EVENTS_PER_REQUEST) {
+                    let items: Vec<Item<'_>> = chunk.iter().map(Item::Span).collect();
+                    self.split(
+                        Target::Traces,
+                        &items,
+                        out,
+                        &mut oversized,
+                        &mut |i, raw| {
+                            // Encoding into a Vec cannot fail: it grows as needed.
+                            let _ = traces_request(resource, &spans_of(i)).encode(raw);
+                        },
+                    );
+                }
             }
             Protocol::Json => {
                 let t = self.temporality;
@@ -143,6 +164,7 @@ impl Encoder {
                     .iter()
                     .map(Item::Point)
                     .chain(events.iter().map(Item::Event))
+                    .chain(spans.iter().map(Item::Span))
                     .collect();
                 // Points are few and small; events are capped per request as in protobuf.
                 let mut start = 0;
@@ -150,7 +172,7 @@ impl Encoder {
                     let mut end = start;
                     let mut n_events = 0;
                     while end < items.len() {
-                        if let Some(Item::Event(_)) = items.get(end) {
+                        if let Some(Item::Event(_) | Item::Span(_)) = items.get(end) {
                             if n_events == MAX_EVENTS_PER_REQUEST {
                                 break;
                             }
@@ -160,7 +182,7 @@ impl Encoder {
                     }
                     let chunk = items.get(start..end).unwrap_or(&[]);
                     self.split(Target::Ndjson, chunk, out, &mut oversized, &mut |i, raw| {
-                        ndjson::encode(&head, &points_of(i), &events_of(i), t, raw)
+                        ndjson::encode(&head, &points_of(i), &events_of(i), &spans_of(i), t, raw)
                     });
                     start = end;
                 }
@@ -218,7 +240,7 @@ fn points_of(items: &[Item<'_>]) -> Vec<Point> {
         .iter()
         .filter_map(|i| match i {
             Item::Point(p) => Some((*p).clone()),
-            Item::Event(_) => None,
+            Item::Event(_) | Item::Span(_) => None,
         })
         .collect()
 }
@@ -228,7 +250,18 @@ fn events_of<'a>(items: &[Item<'a>]) -> Vec<&'a Event> {
         .iter()
         .filter_map(|i| match i {
             Item::Event(e) => Some(*e),
-            Item::Point(_) => None,
+            Item::Point(_) | Item::Span(_) => None,
+        })
+        .collect()
+}
+
+// Spans are cloned per request for the prost message (a request's worth at a time).
+fn spans_of(items: &[Item<'_>]) -> Vec<Span> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Span(s) => Some((*s).clone()),
+            Item::Point(_) | Item::Event(_) => None,
         })
         .collect()
 }

@@ -1,8 +1,8 @@
 //! NDJSON encoding (`LOUPE_PROTOCOL=json`): the same content as the OTLP requests, one JSON
 //! object per line, for home-made backends. `docs/ndjson.md` documents every field.
 //!
-//! In: the resource, [`Point`]s and [`Event`]s. Out: the lines, `\n`-terminated, ready for gzip:
-//! one `resource` line first, then `metric` and `event` lines. Pure functions.
+//! In: the resource, [`Point`]s, [`Event`]s and [`Span`]s. Out: the lines, `\n`-terminated, ready
+//! for gzip: one `resource` line first, then `metric`, `event` and `span` lines. Pure functions.
 
 use serde_json::{Map, Value, json};
 
@@ -11,6 +11,7 @@ use super::proto::common::v1::{AnyValue, any_value};
 use super::proto::resource::v1::Resource;
 use crate::config::Temporality;
 use crate::event::{AttrValue, Body, Event};
+use crate::trace::{Span, SpanKind};
 
 /// Content type of an NDJSON request.
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
@@ -100,6 +101,31 @@ pub fn event_line(e: &Event) -> Value {
     })
 }
 
+/// A `span` line.
+pub fn span_line(s: &Span) -> Value {
+    let attributes: Map<String, Value> = s
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), attr_json(v)))
+        .collect();
+    json!({
+        "type": "span",
+        "trace_id": hex(&s.trace_id),
+        "span_id": hex(&s.span_id),
+        "parent_span_id": s.parent_span_id.map(|p| hex(&p)),
+        "name": s.name,
+        "kind": match s.kind {
+            SpanKind::Server => "server",
+            SpanKind::Internal => "internal",
+        },
+        "start_time_unix_nano": s.start_unix_nano,
+        "end_time_unix_nano": s.end_unix_nano,
+        "error": s.error,
+        "sampled": s.sampled,
+        "attributes": attributes,
+    })
+}
+
 /// Appends `value` and a newline to `out`.
 pub fn push_line(out: &mut Vec<u8>, value: &Value) {
     // Writing a `Value` into a Vec cannot fail: its keys are strings and the Vec grows.
@@ -108,21 +134,26 @@ pub fn push_line(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-/// Appends the lines of one request to `out`: the resource, then the points, then the events.
+/// Appends the lines of one request to `out`: the resource, then the points, the events and the
+/// spans.
 pub fn encode(
     resource: &Value,
     points: &[Point],
     events: &[&Event],
+    spans: &[Span],
     temporality: Temporality,
     out: &mut Vec<u8>,
 ) {
-    out.reserve(256 * (points.len() + events.len() + 1));
+    out.reserve(256 * (points.len() + events.len() + spans.len() + 1));
     push_line(out, resource);
     for p in points {
         push_line(out, &metric_line(p, temporality));
     }
     for e in events {
         push_line(out, &event_line(e));
+    }
+    for s in spans {
+        push_line(out, &span_line(s));
     }
 }
 
@@ -208,14 +239,26 @@ mod tests {
         e.attributes.push(("n".into(), AttrValue::Int(3)));
         let r = resource_line(&resource(&env, Some("123")));
         let mut bytes = b"kept".to_vec();
-        encode(&r, &[p, c], &[&e], Temporality::Delta, &mut bytes);
+        let span = Span {
+            trace_id: [0x11; 16],
+            span_id: [0x22; 8],
+            parent_span_id: None,
+            name: "orders".into(),
+            kind: SpanKind::Server,
+            start_unix_nano: 5,
+            end_unix_nano: 9,
+            error: Some("timeout".into()),
+            sampled: false,
+            attributes: vec![("enduser.id".into(), AttrValue::Str("u-1".into()))],
+        };
+        encode(&r, &[p, c], &[&e], &[span], Temporality::Delta, &mut bytes);
         assert_eq!(bytes.drain(..4).as_slice(), b"kept", "appends");
         let text = String::from_utf8(bytes).expect("utf-8");
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("each line is JSON"))
             .collect();
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         assert_eq!(lines[0]["type"], "resource");
         assert_eq!(lines[0]["attributes"]["faas.name"], "orders");
         assert_eq!(lines[0]["attributes"]["cloud.account.id"], "123");
@@ -253,5 +296,14 @@ mod tests {
         assert_eq!(ev["trace_id"], "ab".repeat(16));
         assert_eq!(ev["attributes"]["faas.invocation_id"], "r1");
         assert_eq!(ev["attributes"]["n"], 3);
+        let sp = &lines[4];
+        assert_eq!(sp["type"], "span");
+        assert_eq!(sp["trace_id"], "11".repeat(16));
+        assert_eq!(sp["span_id"], "22".repeat(8));
+        assert_eq!(sp["parent_span_id"], Value::Null);
+        assert_eq!(sp["kind"], "server");
+        assert_eq!(sp["end_time_unix_nano"], 9);
+        assert_eq!(sp["error"], "timeout");
+        assert_eq!(sp["attributes"]["enduser.id"], "u-1");
     }
 }

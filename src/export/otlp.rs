@@ -10,6 +10,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 
 use super::proto::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use super::proto::collector::metrics::v1::ExportMetricsServiceResponse;
+use super::proto::collector::trace::v1::ExportTraceServiceResponse;
 use super::proto::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
 };
@@ -422,6 +423,10 @@ pub fn partial_success(signal: Signal, body: &[u8]) -> (i64, String) {
             .ok()
             .and_then(|r| r.partial_success)
             .map(|p| (p.rejected_log_records, p.error_message)),
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
     }
     .unwrap_or((0, String::new()))
 }
@@ -430,6 +435,7 @@ pub fn partial_success(signal: Signal, body: &[u8]) -> (i64, String) {
 pub enum Signal {
     Metrics,
     Logs,
+    Traces,
 }
 
 #[cfg(test)]

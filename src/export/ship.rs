@@ -239,11 +239,11 @@ impl Pending {
     }
 }
 
-/// Metrics and NDJSON in lane 0, logs in lane 1.
+/// Metrics and NDJSON in lane 0, logs and spans in lane 1.
 fn lane(target: Target) -> usize {
     match target {
         Target::Metrics | Target::Ndjson => 0,
-        Target::Logs => 1,
+        Target::Logs | Target::Traces => 1,
     }
 }
 
@@ -671,7 +671,7 @@ impl Shipper {
                 points -= r;
                 self.delta.drop(DropReason::Rejected, r, 0);
             }
-            Target::Logs => {
+            Target::Logs | Target::Traces => {
                 let r = rejected.min(events);
                 events -= r;
                 self.delta.drop(DropReason::Rejected, 0, r);
@@ -705,6 +705,7 @@ impl Shipper {
         Some(match target {
             Target::Metrics | Target::Ndjson => e.metrics.clone(),
             Target::Logs => e.logs.clone(),
+            Target::Traces => e.traces.clone(),
         })
     }
 

@@ -22,7 +22,7 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Counters for loupe's own metrics (`loupe.*`), as deltas since the last drain.
     pub counters: Vec<Counter>,
-    /// One span per completed invocation, with the platform's phases as children.
+    /// One span per completed invocation.
     pub spans: Vec<Span>,
 }
 

@@ -41,5 +41,5 @@ pub mod pipeline;
 pub mod platform;
 /// The backend API key from Secrets Manager or SSM, SigV4-signed, without the AWS SDK.
 pub mod secrets;
-/// Spans: one per invocation, with the platform's phases as children.
+/// Spans: one per invocation, with the platform's phase durations as attributes.
 pub mod trace;

@@ -100,7 +100,7 @@ pub struct Limits {
     pub max_bytes: usize,
     pub max_body_bytes: usize,
     pub max_user_ids: usize,
-    /// Spans kept per drain (an invocation and its phases count as one).
+    /// Spans kept per drain (one per invocation).
     pub max_spans: usize,
 }
 

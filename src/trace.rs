@@ -1,4 +1,7 @@
-//! Spans: one server span per completed invocation, with the platform's own phases as children.
+//! Spans: one server span per completed invocation; the platform's own phases inside it
+//! (`responseLatency`, `responseDuration`, `runtimeOverhead`, `extensionOverhead`) become
+//! attributes of that span (`aws.lambda.response_latency_ms`, ...), not spans of their own: one
+//! span per invocation keeps a backend's per-span cost to what the user asked for.
 //!
 //! In: the tracker's [`Invocation`] records (platform.start time and X-Ray trace header,
 //! runtimeDone and report with their durations, statuses and `spans`) and, where the pipeline
@@ -9,8 +12,8 @@
 //! * Trace id: the X-Ray `Root` (`1-5759e988-bd862e3fe1be46a994272793` → the 32 hex digits), so
 //!   loupe's spans join the trace X-Ray and the caller see; without a trace header, the request id's
 //!   own 32 hex digits (a UUID), or a hash of it. Log records of the invocation carry the same id.
-//! * Span ids are derived from the request id (and the child's name): a span sent twice (a retry
-//!   after a freeze) has the same ids, so a backend can drop the copy.
+//! * The span id is derived from the request id: a span sent twice (a retry after a freeze) has
+//!   the same ids, so a backend can drop the copy.
 //! * Parent: the X-Ray `Parent` of the trace header (the caller's segment).
 //!
 //! An invocation without a `platform.start` time or any duration has no place on a timeline and
@@ -18,14 +21,14 @@
 
 use crate::clock::parse_rfc3339_ms;
 use crate::event::AttrValue;
-use crate::invocation::{Invocation, SpanInfo};
+use crate::invocation::Invocation;
 
 /// What a span stands for (OTLP `SpanKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpanKind {
     /// The invocation as the function served it.
     Server,
-    /// A platform phase inside the invocation.
+    /// Work inside the invocation.
     Internal,
 }
 
@@ -154,9 +157,9 @@ fn ms_to_unix_nano(ms: i64) -> Option<u64> {
     u64::try_from(ms).ok()?.checked_mul(1_000_000)
 }
 
-/// The spans of one invocation: the invocation itself (`name`, usually the function name) and
-/// the platform's phases inside it (`responseLatency`, `responseDuration`, `runtimeOverhead`,
-/// `extensionOverhead`), appended to `out`. `user` is the user the invocation served, if known.
+/// The span of one invocation (`name`, usually the function name), with the durations of the
+/// platform's phases inside it as attributes, appended to `out`. `user` is the user the
+/// invocation served, if known.
 pub fn invocation_spans(inv: &Invocation, name: &str, user: Option<&str>, out: &mut Vec<Span>) {
     let Some(start_ms) = inv.start_time.as_deref().and_then(parse_rfc3339_ms) else {
         return;
@@ -234,40 +237,44 @@ pub fn invocation_spans(inv: &Invocation, name: &str, user: Option<&str>, out: &
         .unwrap_or_default()
         .iter()
         .chain(report.map(|r| r.spans.as_slice()).unwrap_or_default());
-    for phase in phases {
-        if let Some(child) = phase_span(&inv.request_id, trace, root, xray.sampled, phase) {
-            out.push(child);
+    if let Some(span) = out.last_mut() {
+        for phase in phases.take(MAX_PHASES) {
+            if let (Some(key), Some(ms)) = (phase_key(&phase.name), phase.duration_ms) {
+                if ms.is_finite() && ms >= 0.0 {
+                    span.attributes.push((key, AttrValue::Float(ms)));
+                }
+            }
         }
     }
 }
 
-fn phase_span(
-    request_id: &str,
-    trace: [u8; 16],
-    parent: [u8; 8],
-    sampled: bool,
-    phase: &SpanInfo,
-) -> Option<Span> {
-    let start = ms_to_unix_nano(parse_rfc3339_ms(phase.start.as_deref()?)?)?;
-    let duration = phase.duration_ms?;
-    Some(Span {
-        trace_id: trace,
-        span_id: span_id(request_id, &phase.name),
-        parent_span_id: Some(parent),
-        name: phase.name.clone(),
-        kind: SpanKind::Internal,
-        start_unix_nano: start,
-        end_unix_nano: start.saturating_add(nanos(duration)),
-        error: None,
-        sampled,
-        attributes: Vec::new(),
-    })
+/// Phases read per invocation (Lambda reports four).
+const MAX_PHASES: usize = 8;
+
+/// `responseLatency` → `aws.lambda.response_latency_ms`; `None` for a name that is not a short
+/// ASCII identifier (the platform's input is untrusted).
+fn phase_key(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 40 || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let mut key = String::with_capacity(name.len() + 16);
+    key.push_str("aws.lambda.");
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            key.push('_');
+            key.push(c.to_ascii_lowercase());
+        } else {
+            key.push(c);
+        }
+    }
+    key.push_str("_ms");
+    Some(key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::{ReportInfo, RuntimeDoneInfo};
+    use crate::invocation::{ReportInfo, RuntimeDoneInfo, SpanInfo};
 
     const HEADER: &str =
         "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
@@ -370,8 +377,7 @@ mod tests {
     fn a_failed_invocation_with_its_phases() {
         let mut out = Vec::new();
         invocation_spans(&invocation(), "checkout", Some("u-7"), &mut out);
-        // The extensionOverhead phase has no duration: no span for it.
-        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!(out.len(), 1, "{out:#?}");
         let root = &out[0];
         assert_eq!(root.name, "checkout");
         assert_eq!(root.kind, SpanKind::Server);
@@ -401,15 +407,23 @@ mod tests {
             attr(root, "aws.lambda.billed_duration_ms"),
             Some(&AttrValue::Int(131))
         );
-        let child = &out[1];
-        assert_eq!(child.name, "responseLatency");
-        assert_eq!(child.kind, SpanKind::Internal);
-        assert_eq!(child.trace_id, root.trace_id);
-        assert_eq!(child.parent_span_id, Some(root.span_id));
-        assert_ne!(child.span_id, root.span_id);
-        assert_eq!(child.start_unix_nano, start + 36_000_000);
-        assert_eq!(child.end_unix_nano, start + 59_000_000);
-        assert_eq!(child.error, None);
+        assert_eq!(
+            attr(root, "aws.lambda.response_latency_ms"),
+            Some(&AttrValue::Float(23.0))
+        );
+        // The extensionOverhead phase has no duration: no attribute for it.
+        assert_eq!(attr(root, "aws.lambda.extension_overhead_ms"), None);
+    }
+
+    #[test]
+    fn phase_names_are_checked() {
+        assert_eq!(
+            phase_key("runtimeOverhead").as_deref(),
+            Some("aws.lambda.runtime_overhead_ms")
+        );
+        for bad in ["", "a.b", "x y", "é", &"a".repeat(41)] {
+            assert_eq!(phase_key(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -469,6 +483,6 @@ mod tests {
         let mut out = Vec::new();
         invocation_spans(&inv, "f", None, &mut out);
         assert_eq!(out[0].end_unix_nano, u64::MAX);
-        assert_eq!(out[1].end_unix_nano, out[1].start_unix_nano);
+        assert_eq!(attr(&out[0], "aws.lambda.response_latency_ms"), None);
     }
 }

@@ -37,7 +37,10 @@ use loupe::pipeline::Pipeline;
 use prost::Message;
 use serde_json::Value;
 
-const NOW_MS: i64 = 1_795_497_900_000;
+#[path = "support/emf_lines.rs"]
+mod emf_lines;
+use emf_lines::{NOW_MS, emf_lines};
+
 const FLUSH_EVERY: usize = 10_000;
 /// Series in the wire batch: the default series cap.
 const SERIES: usize = 1_000;
@@ -59,29 +62,6 @@ fn options() -> ParseOptions {
         check_timestamp: true,
         strict_dimensions: false,
     }
-}
-
-/// EMF lines as aws-embedded-metrics writes them: two metrics, one dimension over `customers`
-/// values, a request id property; values vary so histograms fill several buckets.
-fn emf_lines(n: usize, customers: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let latency = 1.0 + (i * 7919 % 997) as f64 / 10.0;
-            format!(
-                concat!(
-                    r#"{{"_aws":{{"Timestamp":{},"CloudWatchMetrics":[{{"Namespace":"bench","#,
-                    r#""Dimensions":[["customer"]],"Metrics":[{{"Name":"Latency","Unit":"Milliseconds"}},"#,
-                    r#"{{"Name":"Items","Unit":"Count"}}]}}]}},"customer":"customer-{}","#,
-                    r#""Latency":{},"Items":{},"requestId":"3f1c6b6e-1a2b-4c3d-9e8f-{:012}"}}"#
-                ),
-                NOW_MS,
-                i % customers,
-                latency,
-                i % 5,
-                i
-            )
-        })
-        .collect()
 }
 
 /// Telemetry API bodies of 100 events each: per invocation a start, `per_invoke` function lines

@@ -23,7 +23,10 @@ use loupe::aggregate::Aggregator;
 use loupe::emf::{self, ParseOptions, Record, Verdict};
 use serde_json::Value;
 
-const NOW_MS: i64 = 1_795_497_900_000;
+#[path = "../benches/support/emf_lines.rs"]
+mod emf_lines;
+use emf_lines::{NOW_MS, emf_lines};
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/emf/");
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/emf_line/");
 
@@ -34,28 +37,6 @@ fn options() -> ParseOptions {
         check_timestamp: true,
         strict_dimensions: false,
     }
-}
-
-/// The lines of `benches/hotpath.rs`: two metrics, one dimension, a request id property.
-fn synthetic(n: usize, customers: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let latency = 1.0 + (i * 7919 % 997) as f64 / 10.0;
-            format!(
-                concat!(
-                    r#"{{"_aws":{{"Timestamp":{},"CloudWatchMetrics":[{{"Namespace":"bench","#,
-                    r#""Dimensions":[["customer"]],"Metrics":[{{"Name":"Latency","Unit":"Milliseconds"}},"#,
-                    r#"{{"Name":"Items","Unit":"Count"}}]}}]}},"customer":"customer-{}","#,
-                    r#""Latency":{},"Items":{},"requestId":"3f1c6b6e-1a2b-4c3d-9e8f-{:012}"}}"#
-                ),
-                NOW_MS,
-                i % customers,
-                latency,
-                i % 5,
-                i
-            )
-        })
-        .collect()
 }
 
 /// Every line of the generator captures.
@@ -102,7 +83,7 @@ fn cpu_ns() -> u64 {
 /// CPU ns per line of parse alone, parse + aggregate, and the serde_json baseline, on the lines
 /// of `benches/hotpath.rs` (10,000 lines over 500 customers, drained every 10,000 lines).
 fn time(opts: &ParseOptions, rounds: usize) {
-    let lines = synthetic(10_000, 500);
+    let lines = emf_lines(10_000, 500);
     let n = (lines.len() * rounds) as f64;
     let t = cpu_ns();
     for _ in 0..rounds {
@@ -158,12 +139,12 @@ fn main() {
     // `hot` as the third argument: the lines of `benches/hotpath.rs` alone.
     let mut lines = Vec::new();
     if args.get(3).is_some_and(|a| a == "hot") {
-        lines.extend(synthetic(10_000, 500));
+        lines.extend(emf_lines(10_000, 500));
     } else {
         lines.extend(fixture_lines());
-        lines.extend(synthetic(1_000, 100));
+        lines.extend(emf_lines(1_000, 100));
     }
-    let emf_lines: Vec<String> = lines
+    let emf_only: Vec<String> = lines
         .into_iter()
         .filter(|l| matches!(emf::parse(Record::Text(l), &opts), Verdict::Emf(_)))
         .collect();
@@ -173,7 +154,7 @@ fn main() {
         "time" => time(&opts, rounds),
         "aggregate" => {
             // Aggregation alone, on the lines of `benches/hotpath.rs`.
-            let lines = synthetic(10_000, 500);
+            let lines = emf_lines(10_000, 500);
             let parsed: Vec<_> = lines
                 .iter()
                 .filter_map(|l| match emf::parse(Record::Text(l), &opts) {
@@ -199,7 +180,7 @@ fn main() {
             let mut agg = Aggregator::new(1_000);
             let (mut points, mut since) = (0, 0);
             for _ in 0..rounds {
-                for l in &emf_lines {
+                for l in &emf_only {
                     if let Verdict::Emf(e) = emf::parse(Record::Text(black_box(l)), &opts) {
                         points += agg.add_line(&e);
                     }
@@ -211,23 +192,23 @@ fn main() {
                 }
             }
             black_box(agg.drain());
-            println!("{} lines, {points} points", emf_lines.len() * rounds);
+            println!("{} lines, {points} points", emf_only.len() * rounds);
         }
         "serde" => {
             for _ in 0..rounds {
-                for l in &emf_lines {
+                for l in &emf_only {
                     black_box(serde_json::from_str::<Value>(black_box(l)).ok());
                 }
             }
-            println!("{} lines", emf_lines.len() * rounds);
+            println!("{} lines", emf_only.len() * rounds);
         }
         "parse" => {
             for _ in 0..rounds {
-                for l in &emf_lines {
+                for l in &emf_only {
                     black_box(emf::parse(Record::Text(black_box(l)), &opts));
                 }
             }
-            println!("{} lines", emf_lines.len() * rounds);
+            println!("{} lines", emf_only.len() * rounds);
         }
         "plain" => {
             let plain = plain_lines();

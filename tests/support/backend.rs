@@ -48,6 +48,17 @@ pub struct Backend {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What every connection's service shares with the test's handle.
+#[derive(Clone)]
+struct Shared {
+    script: Arc<Mutex<VecDeque<Behaviour>>>,
+    default: Arc<Mutex<Behaviour>>,
+    release: Arc<Notify>,
+    released: Arc<AtomicU64>,
+    held: Arc<AtomicU64>,
+    tx: mpsc::UnboundedSender<Received>,
+}
+
 impl Backend {
     pub async fn start(default: Behaviour) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -58,36 +69,30 @@ impl Backend {
         let released = Arc::new(AtomicU64::new(0));
         let held = Arc::new(AtomicU64::new(0));
         let (tx, received) = mpsc::unbounded_channel();
-        let (s, d, r, g, h) = (
-            script.clone(),
-            default.clone(),
-            release.clone(),
-            released.clone(),
-            held.clone(),
-        );
+        let shared = Shared {
+            script: script.clone(),
+            default: default.clone(),
+            release: release.clone(),
+            released: released.clone(),
+            held: held.clone(),
+            tx,
+        };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (s, d, r, g, h, tx) = (
-                    s.clone(),
-                    d.clone(),
-                    r.clone(),
-                    g.clone(),
-                    h.clone(),
-                    tx.clone(),
-                );
+                let shared = shared.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (s, d, r, g, h, tx) = (
-                            s.clone(),
-                            d.clone(),
-                            r.clone(),
-                            g.clone(),
-                            h.clone(),
-                            tx.clone(),
-                        );
+                        let Shared {
+                            script: s,
+                            default: d,
+                            release: r,
+                            released: g,
+                            held: h,
+                            tx,
+                        } = shared.clone();
                         async move {
                             // Releases after this point let a hanging request answer.
                             let generation = g.load(Ordering::SeqCst);

@@ -473,6 +473,38 @@ mod tests {
         assert!(out.is_empty(), "{out:#?}");
     }
 
+    proptest::proptest! {
+        /// Any header and request id: no panic, and the trace id is never all zeros.
+        #[test]
+        fn any_header_and_request_id(header in "\\PC{0,80}", id in "\\PC{0,60}") {
+            let x = parse_xray(&header);
+            proptest::prop_assert_ne!(trace_id(&id, &x), [0; 16]);
+            if let Some(p) = x.parent {
+                proptest::prop_assert_ne!(p, [0; 8]);
+            }
+        }
+
+        /// A well-formed header always reads back.
+        #[test]
+        fn well_formed_headers_read_back(
+            time in "[0-9a-f]{8}",
+            random in "[0-9a-f]{24}",
+            parent in "[0-9a-f]{16}",
+            sampled in proptest::bool::ANY,
+        ) {
+            let h = format!("Root=1-{time}-{random};Parent={parent};Sampled={}", u8::from(sampled));
+            let x = parse_xray(&h);
+            let want_trace = format!("{time}{random}");
+            if want_trace.bytes().any(|b| b != b'0') {
+                proptest::prop_assert_eq!(x.trace_id.map(|t| hex(&t)), Some(want_trace));
+            }
+            if parent.bytes().any(|b| b != b'0') {
+                proptest::prop_assert_eq!(x.parent.map(|p| hex(&p)), Some(parent));
+            }
+            proptest::prop_assert_eq!(x.sampled, sampled);
+        }
+    }
+
     #[test]
     fn wild_durations_saturate() {
         let mut inv = invocation();

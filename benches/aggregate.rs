@@ -15,11 +15,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use loupe::aggregate::Aggregator;
-use loupe::emf::{self, EmfLine, ParseOptions, Record, Verdict};
+use loupe::emf::{self, EmfLine, Record, Verdict};
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/emf/");
-/// Near the fixtures' capture day, so their timestamps are in CloudWatch's window.
-const NOW_MS: i64 = 1_795_497_900_000;
+#[path = "support/workload.rs"]
+mod workload;
+use workload::{FIXTURES as DIR, cpu_time, options};
 const FILES: &[&str] = &[
     "aws-lambda-powertools-python_3.37.0.jsonl",
     "powertools-lambda-typescript-metrics_2.36.0.jsonl",
@@ -30,27 +30,6 @@ const FILES: &[&str] = &[
 ];
 const CUSTOMERS: &[&str] = &["acme-corp", "globex", "initech", "umbrella", "hooli"];
 const FLUSH_EVERY: usize = 10_000;
-
-/// CPU time this thread has run, from the kernel's scheduler statistics (`/proc/thread-self/
-/// schedstat`, in ns): the machine is shared, so wall time would count other processes' turns.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
-    let ns: u64 = stat
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("run time in ns");
-    Duration::from_nanos(ns)
-}
-
-fn options() -> ParseOptions {
-    ParseOptions {
-        now_ms: NOW_MS,
-        record_time_ms: Some(NOW_MS),
-        check_timestamp: true,
-        strict_dimensions: false,
-    }
-}
 
 /// Every fixture line that is valid EMF, in variants that differ by dimension value.
 fn emf_corpus() -> Vec<String> {

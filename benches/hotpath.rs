@@ -23,7 +23,7 @@ use std::time::Duration;
 use loupe::aggregate::{Aggregator, Series};
 use loupe::config::Config;
 use loupe::config::Temporality;
-use loupe::emf::{self, ParseOptions, Record, Verdict};
+use loupe::emf::{self, Record, Verdict};
 use loupe::event::Event;
 use loupe::export::gzip::Gzip;
 use loupe::export::metrics::{Point, metrics_request};
@@ -37,32 +37,13 @@ use loupe::pipeline::Pipeline;
 use prost::Message;
 use serde_json::Value;
 
-#[path = "support/emf_lines.rs"]
-mod emf_lines;
-use emf_lines::{NOW_MS, emf_lines};
+#[path = "support/workload.rs"]
+mod workload;
+use workload::{NOW_MS, cpu_time, emf_lines, options};
 
 const FLUSH_EVERY: usize = 10_000;
 /// Series in the wire batch: the default series cap.
 const SERIES: usize = 1_000;
-
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
-    let ns: u64 = stat
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("run time in ns");
-    Duration::from_nanos(ns)
-}
-
-fn options() -> ParseOptions {
-    ParseOptions {
-        now_ms: NOW_MS,
-        record_time_ms: Some(NOW_MS),
-        check_timestamp: true,
-        strict_dimensions: false,
-    }
-}
 
 /// Telemetry API bodies of 100 events each: per invocation a start, `per_invoke` function lines
 /// (the EMF lines), a runtimeDone and a report.

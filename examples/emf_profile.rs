@@ -23,32 +23,16 @@ use loupe::aggregate::Aggregator;
 use loupe::emf::{self, ParseOptions, Record, Verdict};
 use serde_json::Value;
 
-#[path = "../benches/support/emf_lines.rs"]
-mod emf_lines;
-use emf_lines::{NOW_MS, emf_lines};
+#[path = "../benches/support/workload.rs"]
+mod workload;
+use workload::{FIXTURES, GENERATOR_FILES, emf_lines, options};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/emf/");
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/emf_line/");
-
-fn options() -> ParseOptions {
-    ParseOptions {
-        now_ms: NOW_MS,
-        record_time_ms: Some(NOW_MS),
-        check_timestamp: true,
-        strict_dimensions: false,
-    }
-}
 
 /// Every line of the generator captures.
 fn fixture_lines() -> Vec<String> {
-    let files = [
-        "aws-embedded-metrics-python_3.5.0.jsonl",
-        "aws-embedded-metrics-node_4.2.1.jsonl",
-        "aws-lambda-powertools-python_3.37.0.jsonl",
-        "powertools-lambda-typescript-metrics_2.36.0.jsonl",
-    ];
     let mut lines = Vec::new();
-    for f in files {
+    for f in GENERATOR_FILES {
         let Ok(text) = std::fs::read_to_string(format!("{FIXTURES}{f}")) else {
             eprintln!("missing fixture {f}");
             std::process::exit(2);

@@ -26,13 +26,10 @@ fn demo_flow_end_to_end() {
     let (stdout, stderr, report) = (&out.stdout, &out.stderr, &out.report);
 
     // The lifecycle: every invocation ran, loupe registered and exited 0.
-    let statuses: Vec<&str> = report["invocations"]
-        .as_array()
-        .expect("invocations")
-        .iter()
-        .filter_map(|i| i["status"].as_str())
-        .collect();
-    assert_eq!(statuses, vec!["success", "success", "error", "success"]);
+    assert_eq!(
+        out.statuses(),
+        vec!["success", "success", "error", "success"]
+    );
     let loupe = &report["extensions"][0];
     assert_eq!(loupe["name"], "loupe");
     assert_eq!(loupe["registered"], true);
@@ -128,13 +125,7 @@ os.execv(sys.executable, [sys.executable, "-m", "awslambdaric", "app.handler"])
         .python_args(&["-c", script])
         .run();
     let (stdout, stderr, report) = (&out.stdout, &out.stderr, &out.report);
-    let statuses: Vec<&str> = report["invocations"]
-        .as_array()
-        .expect("invocations")
-        .iter()
-        .filter_map(|i| i["status"].as_str())
-        .collect();
-    assert_eq!(statuses, vec!["success", "success"], "{stderr}");
+    assert_eq!(out.statuses(), vec!["success", "success"], "{stderr}");
     let rx = &report["receiver"];
     assert_eq!(rx["requests"]["logs"], 1, "{rx}");
     assert_eq!(rx["rejectedRequests"], 0, "{rx}");

@@ -326,6 +326,20 @@ fn names(tag: &str, n: usize, what: &str) -> Vec<String> {
     v
 }
 
+/// The sorted names of every `(tag, n)` part: `n` items of kind `what` each.
+fn all_names(parts: &[(&str, usize)], what: &str) -> Vec<String> {
+    let mut v: Vec<String> = parts.iter().flat_map(|(t, n)| names(t, *n, what)).collect();
+    v.sort();
+    v
+}
+
+/// The accepted events' names, sorted.
+fn user_events(seen: &Seen) -> Vec<String> {
+    let mut v = seen.accepted_events.clone();
+    v.sort();
+    v
+}
+
 fn counter(seen: &Seen, key: &str) -> i64 {
     seen.counters.get(key).copied().unwrap_or(0)
 }
@@ -341,13 +355,8 @@ async fn end_flush_delivers_everything_once_and_reports_itself() {
     rig.shutdown(Duration::from_secs(2)).await;
 
     let seen = decode(&drain_received(&mut backend));
-    let mut want = names("a", 3, "m");
-    want.extend(names("b", 1, "m"));
-    want.sort();
-    assert_eq!(user_points(&seen), want);
-    let mut events = seen.accepted_events.clone();
-    events.sort();
-    assert_eq!(events, names("a", 2, "e"));
+    assert_eq!(user_points(&seen), all_names(&[("a", 3), ("b", 1)], "m"));
+    assert_eq!(user_events(&seen), names("a", 2, "e"));
     // The second flush reports the first: 3 series + its `loupe.flushes` point, 2 events.
     assert!(counter(&seen, "loupe.export.points") >= 4);
     assert_eq!(counter(&seen, "loupe.export.events"), 2);
@@ -463,13 +472,8 @@ async fn unavailable_then_ok_arrives_exactly_once() {
     rig.source.push(batch("v", 1, 0));
     rig.after_invoke(Duration::from_secs(2)).await;
     let seen = decode(&drain_received(&mut backend));
-    let mut want = names("u", 4, "m");
-    want.extend(names("v", 1, "m"));
-    want.sort();
-    assert_eq!(user_points(&seen), want);
-    let mut events = seen.accepted_events.clone();
-    events.sort();
-    assert_eq!(events, names("u", 3, "e"));
+    assert_eq!(user_points(&seen), all_names(&[("u", 4), ("v", 1)], "m"));
+    assert_eq!(user_events(&seen), names("u", 3, "e"));
     assert_eq!(counter(&seen, "loupe.export.retries"), 1);
 }
 
@@ -535,9 +539,7 @@ async fn a_reset_connection_is_retried_and_delivered_once() {
     rig.after_invoke(Duration::from_secs(2)).await;
     let seen = decode(&drain_received(&mut backend));
     assert_eq!(user_points(&seen), names("c", 2, "m"));
-    let mut events = seen.accepted_events.clone();
-    events.sort();
-    assert_eq!(events, names("c", 2, "e"));
+    assert_eq!(user_events(&seen), names("c", 2, "e"));
     assert!(rig.flush.totals().unwrap().retries >= 1);
 }
 
@@ -617,17 +619,12 @@ async fn a_slow_backend_never_delays_the_next_pipelined_flush() {
         r.status.get_or_insert(200);
     }
     let seen = decode(&all);
-    let mut want = names("f0", 1, "m");
-    want.extend(names("f1", 2, "m"));
-    want.extend(names("f2", 1, "m"));
-    want.extend(names("f3", 1, "m"));
-    want.sort();
-    assert_eq!(user_points(&seen), want, "each point exactly once");
-    let mut events = seen.accepted_events.clone();
-    events.sort();
-    let mut want_events = names("f1", 1, "e");
-    want_events.extend(names("f3", 1, "e"));
-    assert_eq!(events, want_events);
+    assert_eq!(
+        user_points(&seen),
+        all_names(&[("f0", 1), ("f1", 2), ("f2", 1), ("f3", 1)], "m"),
+        "each point exactly once"
+    );
+    assert_eq!(user_events(&seen), all_names(&[("f1", 1), ("f3", 1)], "e"));
     let t = rig.flush.totals().unwrap();
     assert_eq!(t.retries, 0);
     assert_eq!(t.total_dropped(), (0, 0));
@@ -688,10 +685,7 @@ async fn a_request_keeps_its_batch_id_across_retries_and_each_request_has_its_ow
         assert!(sequence.parse::<u64>().is_ok(), "{id}");
     }
     let seen = decode(&[first, second].concat());
-    let mut want = names("i", 1, "m");
-    want.extend(names("j", 1, "m"));
-    want.sort();
-    assert_eq!(user_points(&seen), want);
+    assert_eq!(user_points(&seen), all_names(&[("i", 1), ("j", 1)], "m"));
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::sandbox::Sandbox;
+use support::sandbox::{Outcome, Sandbox};
 
 use std::path::Path;
 
@@ -16,10 +16,17 @@ use serde_json::Value;
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
 struct Run {
-    stdout: String,
-    stderr: String,
-    report: Value,
+    out: Outcome,
+    /// What the test extension wrote, one JSON object per line.
     ext: Vec<Value>,
+}
+
+impl std::ops::Deref for Run {
+    type Target = Outcome;
+
+    fn deref(&self) -> &Outcome {
+        &self.out
+    }
 }
 
 impl Run {
@@ -48,24 +55,6 @@ impl Run {
             .map(|o| &o["event"])
             .collect()
     }
-
-    fn request_ids(&self) -> Vec<String> {
-        self.report["invocations"]
-            .as_array()
-            .expect("invocations")
-            .iter()
-            .map(|i| i["requestId"].as_str().expect("requestId").to_string())
-            .collect()
-    }
-
-    fn statuses(&self) -> Vec<&str> {
-        self.report["invocations"]
-            .as_array()
-            .expect("invocations")
-            .iter()
-            .map(|i| i["status"].as_str().unwrap_or("?"))
-            .collect()
-    }
 }
 
 /// Runs loupe-local with the sample function and the test extension; `ext_env` goes to the
@@ -90,12 +79,7 @@ fn run_handler(name: &str, args: &[&str], ext_env: &[(&str, &str)], handler: &st
         .lines()
         .map(|l| serde_json::from_str(l).expect("extension output line is JSON"))
         .collect();
-    Run {
-        stdout: out.stdout.clone(),
-        stderr: out.stderr.clone(),
-        report: out.report.clone(),
-        ext,
-    }
+    Run { out, ext }
 }
 
 const EMF_PAYLOAD: &str = r#"{"requestId":"http-1","customer":"acme","dbLatencyMs":[3,7.5],"objectKey":"uploads/a.json","sentiment":"thanks","userId":"u-42"}"#;

@@ -111,6 +111,20 @@ impl Buckets {
         }
     }
 
+    /// The same range in an allocation of its exact length (none when empty).
+    fn copy(&self) -> Buckets {
+        Buckets {
+            offset: self.offset,
+            counts: self.counts.as_slice().to_vec(),
+        }
+    }
+
+    /// Empties the range, keeping its allocation.
+    fn clear(&mut self) {
+        self.offset = 0;
+        self.counts.clear();
+    }
+
     /// Merges bucket groups of `2^by` into one (the scale drops by `by`).
     fn downscale(&mut self, by: u32) {
         if by == 0 || self.counts.is_empty() {
@@ -242,6 +256,31 @@ impl Histogram {
     /// Counts allocated for the two ranges (at most [`MAX_BUCKETS`]).
     pub fn allocated_buckets(&self) -> usize {
         self.positive.counts.capacity() + self.negative.counts.capacity()
+    }
+
+    /// Hands out everything recorded so far and leaves this histogram empty, as
+    /// [`Histogram::new`] makes one but keeping its bucket allocations, so that the next interval
+    /// of a series reuses them. The histogram handed out holds exactly its ranges.
+    pub fn take(&mut self) -> Histogram {
+        let out = Histogram {
+            scale: self.scale,
+            count: self.count,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            zero_count: self.zero_count,
+            positive: self.positive.copy(),
+            negative: self.negative.copy(),
+        };
+        self.scale = MAX_SCALE;
+        self.count = 0;
+        self.sum = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+        self.zero_count = 0;
+        self.positive.clear();
+        self.negative.clear();
+        out
     }
 
     /// Records one observation.

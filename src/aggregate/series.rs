@@ -306,24 +306,34 @@ impl Flat {
 struct Entry {
     hash: u64,
     key: Flat,
+    /// What the key counts against the key budget ([`Parts::heap_bytes`]).
+    key_bytes: usize,
     histogram: Histogram,
 }
 
 /// Why a new series was not created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Full {
-    /// `max_series` live series already.
+    /// `max_series` series with data already.
     Series,
-    /// The keys of the live series already hold their byte budget.
+    /// The keys of the series with data already hold their byte budget.
     KeyBytes,
 }
 
+/// The series, kept across drains: a drain hands out the data of every series that has some and
+/// resets it in place (its key and bucket allocation stay), and evicts the series that received
+/// nothing since the drain before. A series kept but idle since the last drain still holds its
+/// slot and key bytes until the next drain, or until a new series needs the room: then every idle
+/// series is evicted at once. So the caps count, in effect, the series with data since the last
+/// drain, and memory stays within them at all times.
 pub(crate) struct SeriesMap {
     table: HashTable<Entry>,
     hasher: DefaultHashBuilder,
     max_series: usize,
     key_bytes: usize,
     max_key_bytes: usize,
+    /// Series with data since the last drain (the others in the table are idle).
+    active: usize,
 }
 
 impl SeriesMap {
@@ -334,74 +344,127 @@ impl SeriesMap {
             max_series,
             key_bytes: 0,
             max_key_bytes,
+            active: 0,
         }
     }
 
+    /// Series with data since the last drain.
     pub fn len(&self) -> usize {
+        self.active
+    }
+
+    /// Series held, the idle ones kept from the last drain included (at most `max_series`).
+    pub fn held(&self) -> usize {
         self.table.len()
     }
 
+    /// Key bytes of the series held.
     pub fn key_bytes(&self) -> usize {
         self.key_bytes
     }
 
+    /// The histogram of a series with data since the last drain.
     pub fn get(&self, key: &SeriesKey) -> Option<&Histogram> {
         let parts = key.parts();
         let hash = parts.hash_with(&self.hasher);
         self.table
             .find(hash, |e| parts.matches(&e.key))
             .map(|e| &e.histogram)
+            .filter(|h| !h.is_empty())
     }
 
-    /// The histogram of `parts`, creating an empty series when there is room.
-    pub fn entry<D: Dimension>(&mut self, parts: &Parts<'_, D>) -> Result<&mut Histogram, Full> {
+    /// Runs `add` on the histogram of `parts`, creating an empty series first when there is
+    /// room (evicting the idle series if that makes room); returns what `add` returned.
+    pub fn update<D: Dimension>(
+        &mut self,
+        parts: &Parts<'_, D>,
+        add: impl FnOnce(&mut Histogram) -> bool,
+    ) -> Result<bool, Full> {
         let hash = parts.hash_with(&self.hasher);
         let table = match self.table.find_entry(hash, |e| parts.matches(&e.key)) {
-            Ok(found) => return Ok(&mut found.into_mut().histogram),
+            Ok(found) => {
+                let h = &mut found.into_mut().histogram;
+                let idle = h.is_empty();
+                let added = add(h);
+                if idle && !h.is_empty() {
+                    self.active += 1;
+                }
+                return Ok(added);
+            }
             Err(absent) => absent.into_table(),
         };
-        if table.len() >= self.max_series {
-            return Err(Full::Series);
-        }
         let bytes = parts.heap_bytes();
-        if self.key_bytes.saturating_add(bytes) > self.max_key_bytes {
-            return Err(Full::KeyBytes);
+        let fits = |table: &HashTable<Entry>, key_bytes: usize| {
+            if table.len() >= self.max_series {
+                Err(Full::Series)
+            } else if key_bytes.saturating_add(bytes) > self.max_key_bytes {
+                Err(Full::KeyBytes)
+            } else {
+                Ok(())
+            }
+        };
+        if fits(table, self.key_bytes).is_err() && table.len() > self.active {
+            let mut freed = 0;
+            table.retain(|e| {
+                let idle = e.histogram.is_empty();
+                if idle {
+                    freed += e.key_bytes;
+                }
+                !idle
+            });
+            self.key_bytes -= freed;
         }
+        fits(table, self.key_bytes)?;
         // A string over 4 GiB cannot fit the budget either.
         let key = parts.flatten().ok_or(Full::KeyBytes)?;
         self.key_bytes += bytes;
         let entry = Entry {
             hash,
             key,
+            key_bytes: bytes,
             histogram: Histogram::new(),
         };
-        Ok(&mut table
+        let h = &mut table
             .insert_unique(hash, entry, |e| e.hash)
             .into_mut()
-            .histogram)
+            .histogram;
+        let added = add(h);
+        if !h.is_empty() {
+            self.active += 1;
+        }
+        Ok(added)
     }
 
-    /// The histogram of an owned key, creating the series when there is room.
-    pub fn entry_for_key(&mut self, key: &SeriesKey) -> Result<&mut Histogram, Full> {
-        self.entry(&key.parts())
+    /// [`SeriesMap::update`] for an owned key.
+    pub fn update_key(
+        &mut self,
+        key: &SeriesKey,
+        add: impl FnOnce(&mut Histogram) -> bool,
+    ) -> Result<bool, Full> {
+        self.update(&key.parts(), add)
     }
 
-    /// Every series, sorted by key; the map is left empty (its table memory is kept).
+    /// Every series with data since the last drain, sorted by key; each is reset in place and
+    /// kept, and the series that had no data are evicted.
     pub fn drain(&mut self) -> Vec<Series> {
-        self.key_bytes = 0;
-        let mut out: Vec<Series> = self
-            .table
-            .drain()
-            .filter_map(|e| {
-                // Every flat key was written by `Parts::flatten`, so it reads back.
-                let key = e.key.key();
-                debug_assert!(key.is_some(), "a flat key reads back");
-                Some(Series {
-                    key: key?,
-                    histogram: e.histogram,
-                })
-            })
-            .collect();
+        let mut out: Vec<Series> = Vec::with_capacity(self.active);
+        let mut freed = 0;
+        self.table.retain(|e| {
+            if e.histogram.is_empty() {
+                freed += e.key_bytes;
+                return false;
+            }
+            // Every flat key was written by `Parts::flatten`, so it reads back.
+            let key = e.key.key();
+            debug_assert!(key.is_some(), "a flat key reads back");
+            let histogram = e.histogram.take();
+            if let Some(key) = key {
+                out.push(Series { key, histogram });
+            }
+            true
+        });
+        self.key_bytes -= freed;
+        self.active = 0;
         // Keys are unique, so an unstable sort gives the same order, with fewer moves.
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         out

@@ -158,8 +158,12 @@ fn key_bytes_are_budgeted() {
     // Short keys still fit.
     assert!(a.record(&key("S", &[]), 1.0));
     a.drain();
-    assert_eq!(a.key_bytes(), 0);
+    // The drained series are kept, with their key bytes, until a new key needs the room.
+    assert!(a.key_bytes() > budget / 2);
     assert!(a.record(&key("M", &[("k", &long)]), 1.0));
+    assert!(a.key_bytes() <= budget);
+    assert_eq!(a.held(), 1, "the idle series made room");
+    assert_eq!(a.refused().key_budget, 1);
 }
 
 #[test]
@@ -235,11 +239,104 @@ fn drain_returns_sorted_series_and_empties_the_map() {
     assert_eq!(names, ["a", "b", "c"]);
     assert!(drained.iter().all(|s| s.histogram.count() == 1));
     assert!(a.is_empty());
+    assert_eq!(a.get(&key("a", &[])), None, "nothing since the drain");
     assert!(a.drain().is_empty());
     // Room again for new series; delta semantics: counts restart.
     assert!(a.record(&key("d", &[]), 2.0));
     assert!(a.record(&key("a", &[]), 2.0));
     assert_eq!(a.get(&key("a", &[])).map(|h| h.count()), Some(1));
+}
+
+#[test]
+fn a_series_kept_across_drains_hands_out_deltas() {
+    let mut a = Aggregator::new(10);
+    let dims = [("Service", "api")];
+    let values = |v: &[f64]| Samples::Values(v.to_vec());
+    assert!(a.add_point(&point("L", &dims, values(&[1.0, 200.0, -3.0, 0.0]))));
+    assert!(a.add_point(&point("K", &[], values(&[7.0]))));
+    let first = a.drain();
+    assert_eq!(first.len(), 2);
+    assert_eq!(a.held(), 2, "both series are kept");
+    assert!(a.is_empty());
+
+    // The next interval of "L" equals a fresh histogram of that interval's values alone.
+    assert!(a.add_point(&point("L", &dims, values(&[5.0, 6.0]))));
+    let second = a.drain();
+    assert_eq!(second.len(), 1);
+    let mut fresh = Histogram::new();
+    fresh.record(5.0).unwrap();
+    fresh.record(6.0).unwrap();
+    assert_eq!(second[0].key, key("L", &dims));
+    assert_eq!(second[0].histogram, fresh);
+    // And the first interval's data was handed out whole.
+    let mut before = Histogram::new();
+    for v in [1.0, 200.0, -3.0, 0.0] {
+        before.record(v).unwrap();
+    }
+    assert_eq!(first[1].histogram, before);
+    assert_eq!(first[1].key, key("L", &dims));
+    // A wide range that downscaled in one interval starts again at the finest scale.
+    assert!(a.add_point(&point("L", &dims, values(&[1e-9, 1e9]))));
+    assert!(a.drain()[0].histogram.scale() < MAX_SCALE);
+    assert!(a.add_point(&point("L", &dims, values(&[2.0]))));
+    assert_eq!(
+        a.get(&key("L", &dims)).map(Histogram::scale),
+        Some(MAX_SCALE)
+    );
+}
+
+#[test]
+fn an_idle_series_is_evicted_at_the_next_drain() {
+    let mut a = Aggregator::new(10);
+    assert!(a.record(&key("busy", &[]), 1.0));
+    assert!(a.record(&key("idle", &[]), 1.0));
+    let bytes = a.key_bytes();
+    assert_eq!(a.drain().len(), 2);
+    assert_eq!((a.held(), a.key_bytes()), (2, bytes));
+    assert!(a.record(&key("busy", &[]), 2.0));
+    // "idle" received nothing during this interval: the drain evicts it.
+    let drained = a.drain();
+    assert_eq!(drained.len(), 1);
+    assert_eq!(drained[0].key.name(), "busy");
+    assert_eq!(a.held(), 1);
+    assert!(a.key_bytes() < bytes);
+    // Nothing at all during an interval: everything goes.
+    assert!(a.drain().is_empty());
+    assert_eq!((a.held(), a.key_bytes()), (0, 0));
+}
+
+#[test]
+fn idle_series_make_room_under_the_cap() {
+    let mut a = Aggregator::new(2);
+    assert!(a.record(&key("A", &[]), 1.0));
+    assert!(a.record(&key("B", &[]), 1.0));
+    a.drain();
+    assert_eq!(a.held(), 2);
+    // "A" is reused in place; "C" takes the slot of the idle "B".
+    assert!(a.record(&key("A", &[]), 2.0));
+    assert!(a.record(&key("C", &[]), 3.0));
+    assert_eq!((a.held(), a.len()), (2, 2));
+    // The two series with data fill the cap: a third is refused and counted.
+    assert!(!a.record(&key("B", &[]), 4.0));
+    assert_eq!(a.refused().series_cap, vec![("B".to_string(), 1)]);
+    let names: Vec<String> = a
+        .drain()
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.histogram.count(), 1);
+            s.key.name().to_string()
+        })
+        .collect();
+    assert_eq!(names, ["A", "C"]);
+    // Many intervals over a rotating set never hold more than the cap.
+    for round in 0..20 {
+        for i in 0..3 {
+            let accepted = a.record(&key(&format!("m{}", (round + i) % 5), &[]), 1.0);
+            assert_eq!(accepted, i < 2, "round {round}, series {i}");
+            assert!(a.held() <= 2);
+        }
+        assert_eq!(a.drain().len(), 2);
+    }
 }
 
 #[test]

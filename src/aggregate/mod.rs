@@ -33,15 +33,16 @@
 //!
 //! # Memory
 //! Worst case per series held: the histogram's counts, at most [`MAX_BUCKETS`] × 8 = 5,120 bytes;
-//! about 250 bytes of fixed size (the histogram, the key's buffer pointer, the table slot and its
-//! share of the table's spare room); and the key, held in one buffer of its strings and 8 bytes
-//! per string of lengths (less than the 48 bytes per dimension counted), which all series share
-//! a budget for:
+//! about 300 bytes of fixed size (the table entry with its histogram, the table's spare room, and
+//! the shared header of the owned key); and the key, twice: once in one buffer that lookups
+//! compare with (its strings and 4 bytes of length per string), and once, from the series' first
+//! drain on, as the owned [`SeriesKey`] every drain hands out a shared clone of (its strings and
+//! 48 bytes per dimension). All series share a budget for the owned form:
 //! [`KEY_BYTES_PER_SERIES`] × `max_series` (a key may be long as long as most are short; EMF
-//! allows 30 dimensions of 1,024 characters). So `max_series` series cost at most about
-//! `max_series × 5.6 KB`: 5.6 MB at the default of 1,000, idle series held included. A new series
-//! beyond either cap is refused and counted by metric name (the first [`REFUSED_NAMES`] names,
-//! then in one total).
+//! allows 30 dimensions of 1,024 characters); the buffer form is at most 17 bytes longer. So
+//! `max_series` series cost at most about `max_series × (5,120 + 300 + 2 × 256)` bytes: 6 MB at
+//! the default of 1,000, idle series held included. A new series beyond either cap is refused and
+//! counted by metric name (the first [`REFUSED_NAMES`] names, then in one total).
 
 mod histogram;
 mod series;

@@ -8,7 +8,9 @@
 //! [`SeriesKey`] is rebuilt from that buffer when the series are drained.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -16,14 +18,30 @@ use super::histogram::Histogram;
 use crate::emf::{DataPoint, Unit};
 
 /// What identifies a series: namespace, metric name, dimensions (sorted by key, unique keys),
-/// unit and storage resolution.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesKey {
+/// unit and storage resolution. Cloning is cheap (the parts are shared), so the aggregator builds
+/// a series' key once and hands out clones of it at every drain.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey(Arc<KeyParts>);
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct KeyParts {
     namespace: String,
     name: String,
     dimensions: Vec<(String, String)>,
     unit: Unit,
     storage_resolution: u32,
+}
+
+impl fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeriesKey")
+            .field("namespace", &self.0.namespace)
+            .field("name", &self.0.name)
+            .field("dimensions", &self.0.dimensions)
+            .field("unit", &self.0.unit)
+            .field("storage_resolution", &self.0.storage_resolution)
+            .finish()
+    }
 }
 
 impl SeriesKey {
@@ -45,13 +63,13 @@ impl SeriesKey {
                 _ => kept.push(d),
             }
         }
-        SeriesKey {
+        SeriesKey(Arc::new(KeyParts {
             namespace: namespace.into(),
             name: name.into(),
             dimensions: kept,
             unit,
             storage_resolution,
-        }
+        }))
     }
 
     /// The key of a parsed data point (allocates; the aggregator only calls it for a new series).
@@ -69,32 +87,33 @@ impl SeriesKey {
     }
 
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.0.namespace
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// (key, value) pairs sorted by key.
     pub fn dimensions(&self) -> &[(String, String)] {
-        &self.dimensions
+        &self.0.dimensions
     }
 
     pub fn unit(&self) -> Unit {
-        self.unit
+        self.0.unit
     }
 
     pub fn storage_resolution(&self) -> u32 {
-        self.storage_resolution
+        self.0.storage_resolution
     }
 
     /// Heap bytes the key holds (string contents and the dimension array).
     pub fn heap_bytes(&self) -> usize {
-        self.namespace.len()
-            + self.name.len()
-            + self.dimensions.len() * size_of::<(String, String)>()
+        self.0.namespace.len()
+            + self.0.name.len()
+            + self.0.dimensions.len() * size_of::<(String, String)>()
             + self
+                .0
                 .dimensions
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
@@ -103,11 +122,11 @@ impl SeriesKey {
 
     fn parts(&self) -> Parts<'_, (String, String)> {
         Parts {
-            namespace: &self.namespace,
-            name: &self.name,
-            unit: self.unit,
-            storage_resolution: self.storage_resolution,
-            dimensions: &self.dimensions,
+            namespace: &self.0.namespace,
+            name: &self.0.name,
+            unit: self.0.unit,
+            storage_resolution: self.0.storage_resolution,
+            dimensions: &self.0.dimensions,
         }
     }
 }
@@ -293,13 +312,13 @@ impl Flat {
         for _ in 0..n {
             dimensions.push((r.string()?, r.string()?));
         }
-        Some(SeriesKey {
+        Some(SeriesKey(Arc::new(KeyParts {
             namespace,
             name,
             dimensions,
             unit,
             storage_resolution,
-        })
+        })))
     }
 }
 
@@ -308,7 +327,19 @@ struct Entry {
     key: Flat,
     /// What the key counts against the key budget ([`Parts::heap_bytes`]).
     key_bytes: usize,
+    /// The owned key, built from `key` at the series' first drain and handed out (shared) at
+    /// every drain after.
+    owned: Option<SeriesKey>,
     histogram: Histogram,
+}
+
+/// Fixed bytes per series held: its table entry (histogram included) with the table's control
+/// byte and spare room (at most 1/8 of the slots are empty), and the owned key's shared header
+/// and parts.
+#[cfg(test)]
+pub(crate) const fn fixed_bytes_per_series() -> usize {
+    let entry = size_of::<Entry>() + 1;
+    entry + entry / 7 + 2 * size_of::<usize>() + size_of::<KeyParts>()
 }
 
 /// Why a new series was not created.
@@ -422,6 +453,7 @@ impl SeriesMap {
             hash,
             key,
             key_bytes: bytes,
+            owned: None,
             histogram: Histogram::new(),
         };
         let h = &mut table
@@ -454,9 +486,12 @@ impl SeriesMap {
                 freed += e.key_bytes;
                 return false;
             }
-            // Every flat key was written by `Parts::flatten`, so it reads back.
-            let key = e.key.key();
-            debug_assert!(key.is_some(), "a flat key reads back");
+            if e.owned.is_none() {
+                // Every flat key was written by `Parts::flatten`, so it reads back.
+                e.owned = e.key.key();
+                debug_assert!(e.owned.is_some(), "a flat key reads back");
+            }
+            let key = e.owned.clone();
             let histogram = e.histogram.take();
             if let Some(key) = key {
                 out.push(Series { key, histogram });

@@ -239,14 +239,50 @@ impl<D: Dimension> Parts<'_, D> {
         let mut r = Reader(&flat.0);
         r.byte() == Some(self.unit as u8)
             && r.u32() == Some(self.storage_resolution)
-            && r.str() == Some(self.namespace.as_bytes())
-            && r.str() == Some(self.name.as_bytes())
+            && r.str_is(self.namespace)
+            && r.str_is(self.name)
             && r.u32().and_then(|n| usize::try_from(n).ok()) == Some(self.dimensions.len())
-            && self.dimensions.iter().all(|d| {
-                r.str() == Some(d.key().as_bytes()) && r.str() == Some(d.value().as_bytes())
-            })
+            && self
+                .dimensions
+                .iter()
+                .all(|d| r.str_is(d.key()) && r.str_is(d.value()))
             && r.0.is_empty()
     }
+}
+
+/// Byte equality, inline for the short strings keys are made of: up to 16 bytes it compares two
+/// overlapping words, cheaper than the call to `memcmp` that `==` makes.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8)
+    } else if (4..8).contains(&n) {
+        word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4)
+    } else if n < 4 {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    } else {
+        a == b
+    }
+}
+
+/// The 8 bytes of `s` from `at` (0 past its end; the callers stay inside).
+#[inline]
+fn word8(s: &[u8], at: usize) -> u64 {
+    s.get(at..)
+        .and_then(|t| t.first_chunk::<8>())
+        .map_or(0, |w| u64::from_ne_bytes(*w))
+}
+
+/// The 4 bytes of `s` from `at` (0 past its end; the callers stay inside).
+#[inline]
+fn word4(s: &[u8], at: usize) -> u32 {
+    s.get(at..)
+        .and_then(|t| t.first_chunk::<4>())
+        .map_or(0, |w| u32::from_ne_bytes(*w))
 }
 
 /// Bytes of a flat key besides its strings: unit, resolution, three lengths.
@@ -292,6 +328,12 @@ impl<'f> Reader<'f> {
         let (s, rest) = self.0.split_at(n);
         self.0 = rest;
         Some(s)
+    }
+
+    /// Whether the next string is `s`.
+    #[inline]
+    fn str_is(&mut self, s: &str) -> bool {
+        self.str().is_some_and(|t| same_bytes(t, s.as_bytes()))
     }
 
     fn string(&mut self) -> Option<String> {
@@ -509,6 +551,24 @@ impl SeriesMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_is_byte_equality_at_every_length() {
+        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=text.len() {
+            let a = &text[..n];
+            let copy = a.to_vec();
+            assert!(same_bytes(a, &copy), "{n}");
+            for k in 0..n {
+                let mut b = a.to_vec();
+                b[k] ^= 1;
+                assert!(!same_bytes(a, &b), "{n}, byte {k}");
+            }
+            if n > 0 {
+                assert!(!same_bytes(a, &a[..n - 1]), "{n}");
+            }
+        }
+    }
 
     #[test]
     fn unit_codes_index_all_units() {

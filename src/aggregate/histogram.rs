@@ -304,7 +304,11 @@ impl Buckets {
                 v.reserve_exact(target - v.len());
             }
             if front > 0 {
-                v.splice(0..0, std::iter::repeat_n(0, front));
+                // Shift the counts up by `front` and zero the slots opened at the front.
+                let old = v.len();
+                v.resize(old + front, 0);
+                v.copy_within(0..old, front);
+                v[..front].fill(0);
             }
             v.resize(new_len, 0);
         });

@@ -356,3 +356,84 @@ fn worst_case_series_memory_matches_the_doc() {
     let fixed = series::fixed_bytes_per_series();
     assert!(fixed <= 300, "{fixed}");
 }
+
+mod model {
+    //! The aggregator against a model of what a flush should see: the values each series received
+    //! since the last drain, with a new series admitted while fewer than `max_series` series have
+    //! data in the current interval.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Record(usize, f64),
+        Drain,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..6usize, prop_oneof![-1e6..1e6f64, Just(0.0), 1e-3..1e3f64])
+                .prop_map(|(k, v)| Op::Record(k, v)),
+            1 => Just(Op::Drain),
+        ]
+    }
+
+    fn fresh(values: &[f64]) -> Histogram {
+        let mut h = Histogram::new();
+        for &v in values {
+            h.record(v).expect("finite");
+        }
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn drains_hand_out_exactly_what_each_interval_received(
+            max_series in 1..5usize,
+            ops in proptest::collection::vec(op(), 0..120),
+        ) {
+            let mut a = Aggregator::new(max_series);
+            let mut interval: BTreeMap<SeriesKey, Vec<f64>> = BTreeMap::new();
+            let mut refused = 0u64;
+            for op in ops.into_iter().chain([Op::Drain]) {
+                match op {
+                    Op::Record(k, v) => {
+                        let key = key(&format!("m{k}"), &[("Service", "api")]);
+                        let admitted =
+                            interval.contains_key(&key) || interval.len() < max_series;
+                        prop_assert_eq!(a.record(&key, v), admitted);
+                        if admitted {
+                            interval.entry(key).or_default().push(v);
+                        } else {
+                            refused += 1;
+                        }
+                    }
+                    Op::Drain => {
+                        let drained = a.drain();
+                        let expected: Vec<(SeriesKey, Histogram)> = std::mem::take(&mut interval)
+                            .into_iter()
+                            .map(|(k, values)| (k, fresh(&values)))
+                            .collect();
+                        prop_assert_eq!(drained.len(), expected.len());
+                        for (s, (k, h)) in drained.iter().zip(&expected) {
+                            prop_assert_eq!(&s.key, k);
+                            prop_assert_eq!(&s.histogram, h);
+                        }
+                        // Exactly the series just drained are kept.
+                        prop_assert_eq!(a.held(), drained.len());
+                        prop_assert!(a.is_empty());
+                    }
+                }
+                prop_assert!(a.held() <= max_series);
+                prop_assert_eq!(a.len(), interval.len());
+            }
+            prop_assert_eq!(a.refused().total(), refused);
+        }
+    }
+}

@@ -1,11 +1,14 @@
-//! The series map: one [`Histogram`] per [`SeriesKey`], with a cap on live series and on the
-//! bytes their keys hold.
+//! The series map: one [`Histogram`] per [`SeriesKey`], kept across drains, with a cap on the
+//! series held and on the bytes their keys hold.
 //!
-//! In: a key, either owned or borrowed from a parsed [`DataPoint`]. Out: the histogram to add to,
-//! or a refusal when a new series would pass a cap. Finding an existing series from a borrowed
+//! In: a key, either owned or borrowed from a parsed [`DataPoint`], and what to add to its
+//! histogram. Out: whether it was added, or a refusal when a new series would pass a cap; at a
+//! drain, every series with data since the last one. Finding an existing series from a borrowed
 //! data point allocates nothing: the table is keyed by a hash of the borrowed parts, compared
-//! part by part on a hit with the key the table holds in one buffer ([`Flat`]); the owned
-//! [`SeriesKey`] is rebuilt from that buffer when the series are drained.
+//! part by part on a hit with the key the table holds in one buffer ([`Flat`]). The owned
+//! [`SeriesKey`] is built from that buffer at the series' first drain and shared by every drain
+//! after; a drain resets each histogram in place ([`Histogram::take`]) and evicts the series
+//! that received nothing since the drain before (see [`SeriesMap`]).
 
 use std::borrow::Cow;
 use std::fmt;

@@ -7,7 +7,10 @@
 //!
 //! The body is read in one pass; each array element is decoded on its own as it is reached, so
 //! an unknown type, an unexpected field or one malformed event never costs the rest of the batch.
-//! A `function` line is unescaped once, straight from the body into the string it travels in.
+//! A `function` line is unescaped once, straight from the body into the string it travels in; a
+//! platform record is parsed into a JSON value in the same pass and then read field by field by
+//! name (`Fields`: `null` is an absent field, a known field of the wrong type fails its event,
+//! the keys never read are counted as unknown fields).
 //! Enumerations the platform extends over time (status, initialization type, phase) are kept as
 //! open values, and numbers the docs call integers are accepted as floats too (the platform's own
 //! Go structs type `billedDurationMs` as a float).

@@ -16,6 +16,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::aws::AwsField;
+use super::small::Small;
 use super::{MAX_METRIC_VALUES, Samples};
 
 /// A JSON number, kept exact when it is an integer.
@@ -69,8 +70,12 @@ impl<'de> Visitor<'de> for StrVisitor {
 /// one when it repeats), every other member kept as raw JSON text in document order.
 pub(crate) struct TextRoot<'a> {
     pub(crate) aws: Option<AwsField<'a>>,
-    pub(crate) members: Vec<(Cow<'a, str>, &'a str)>,
+    pub(crate) members: Members<'a>,
 }
+
+/// Root members other than `_aws` as (key, raw JSON text), in document order; the usual line's
+/// few members stay inline.
+pub(crate) type Members<'a> = Small<(Cow<'a, str>, &'a str), 8>;
 
 /// A dimension target: a string or something else.
 #[derive(Debug, PartialEq)]
@@ -265,7 +270,7 @@ struct TargetVisitor;
 impl TargetVisitor {
     fn one(v: f64) -> Target {
         if valid_metric_value(v) {
-            Target::Samples(Samples::Values(vec![v]))
+            Target::Samples(Samples::One(v))
         } else {
             Target::NotNumeric
         }
@@ -301,7 +306,7 @@ impl<'de> Visitor<'de> for TargetVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Target, A::Error> {
         Ok(match SampleArray::read(seq)?.judge() {
-            Ok(values) => Target::Samples(Samples::Values(values)),
+            Ok(values) => Target::Samples(Samples::from_values(values)),
             Err(t) => t,
         })
     }
@@ -454,7 +459,7 @@ impl<'a> Raw<'a> {
             // which the range check refuses).
             if matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
                 return match text.parse::<f64>() {
-                    Ok(v) if valid_metric_value(v) => Target::Samples(Samples::Values(vec![v])),
+                    Ok(v) if valid_metric_value(v) => Target::Samples(Samples::One(v)),
                     _ => Target::NotNumeric,
                 };
             }
@@ -539,7 +544,7 @@ fn flat_array(json: &str) -> Option<Target> {
             None => break,
         }
     }
-    Some(Target::Samples(Samples::Values(values)))
+    Some(Target::Samples(Samples::from_values(values)))
 }
 
 fn is_ws(b: u8) -> bool {

@@ -136,7 +136,10 @@ pub struct DataPoint<'a> {
 /// The values of one metric.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Samples {
-    /// A number or an array of numbers: each value seen once.
+    /// One number (written as a number or as an array of one): seen once. The parser gives
+    /// this form for a single value, so the usual metric costs no allocation.
+    One(f64),
+    /// An array of numbers: each value seen once.
     Values(Vec<f64>),
     /// `{Values, Counts}`: each value seen `count` times.
     Weighted(Vec<(f64, u64)>),
@@ -147,6 +150,25 @@ pub enum Samples {
         sum: f64,
         count: u64,
     },
+}
+
+impl Samples {
+    /// The values seen once each (`One` and `Values`), as a slice; `None` for the other forms.
+    pub fn plain_values(&self) -> Option<&[f64]> {
+        match self {
+            Samples::One(v) => Some(std::slice::from_ref(v)),
+            Samples::Values(v) => Some(v),
+            Samples::Weighted(_) | Samples::Stats { .. } => None,
+        }
+    }
+
+    /// Values seen once each, as the parser gives them: `One` for a single value.
+    pub(crate) fn from_values(values: Vec<f64>) -> Samples {
+        match values.as_slice() {
+            [one] => Samples::One(*one),
+            _ => Samples::Values(values),
+        }
+    }
 }
 
 macro_rules! units {
@@ -189,6 +211,7 @@ mod json;
 mod parse;
 mod reason;
 mod scan;
+mod small;
 mod text;
 
 pub use parse::{parse, parse_bytes};

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::aws::{Aws, AwsField, Definition, DimensionSets, Directive, DirectiveBody, Field};
-use super::json::{DimValue, Key, Num, Raw, Target, TextRoot};
+use super::json::{DimValue, Key, Members, Num, Raw, Target, TextRoot};
 use super::scan;
 use super::text::{is_json_ws, may_be_emf, mentions_aws_key, strip_lambda_prefix, strip_newline};
 use super::{
@@ -96,7 +96,7 @@ fn parse_object<'a>(value: &'a Value, opts: &ParseOptions) -> Verdict<'a> {
 enum Root<'a> {
     Text {
         aws: Option<AwsField<'a>>,
-        members: Vec<(Cow<'a, str>, &'a str)>,
+        members: Members<'a>,
         /// Member positions sorted by (key, position), for large roots; empty otherwise.
         index: Vec<usize>,
     },
@@ -344,7 +344,7 @@ fn parts<'n, 'a>(
             namespace: Field::Ok(ns),
             dimensions: Field::Ok(sets),
             metrics: Field::Ok(defs),
-        }) => Some((ns, sets, defs)),
+        }) => Some((ns, sets, defs.as_slice())),
         _ => None,
     }
 }

@@ -9,7 +9,10 @@
 
 use std::borrow::Cow;
 
-use super::aws::{Aws, AwsField, Definition, DimensionSets, Directive, DirectiveBody, Field};
+use super::aws::{
+    Aws, AwsField, Definition, Definitions, DimensionSets, Directive, DirectiveBody, Directives,
+    Field,
+};
 use super::json::{Num, TextRoot};
 
 /// serde_json refuses a document whose containers nest this deep (the root counts).
@@ -32,7 +35,7 @@ pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
     c.ws();
     let mut root = TextRoot {
         aws: None,
-        members: Vec::with_capacity(16),
+        members: Default::default(),
     };
     c.object(|c, key| {
         if key == "_aws" {
@@ -333,11 +336,11 @@ impl<'a> Cursor<'a> {
         Ok(AwsField::Object(aws))
     }
 
-    fn directives(&mut self) -> Result<Field<Vec<Directive<'a>>>> {
+    fn directives(&mut self) -> Result<Field<Directives<'a>>> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut list = Vec::with_capacity(1);
+        let mut list = Directives::default();
         self.array(|c| {
             list.push(c.directive()?);
             Ok(())
@@ -369,7 +372,7 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut sets = DimensionSets::with_capacity(4);
+        let mut sets = DimensionSets::default();
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'[') {
@@ -390,11 +393,11 @@ impl<'a> Cursor<'a> {
         Ok(if ok { Field::Ok(sets) } else { Field::Wrong })
     }
 
-    fn definitions(&mut self) -> Result<Field<Vec<Definition<'a>>>> {
+    fn definitions(&mut self) -> Result<Field<Definitions<'a>>> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut list = Vec::with_capacity(4);
+        let mut list = Definitions::default();
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'{') {

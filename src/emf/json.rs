@@ -68,6 +68,7 @@ impl<'de> Visitor<'de> for StrVisitor {
 
 /// The root object of a text line, split in one pass (see `scan`): `_aws` decoded (the last
 /// one when it repeats), every other member kept as raw JSON text in document order.
+#[derive(Default)]
 pub(crate) struct TextRoot<'a> {
     pub(crate) aws: Option<AwsField<'a>>,
     pub(crate) members: Members<'a>,
@@ -458,6 +459,12 @@ impl<'a> Raw<'a> {
             // JSON number, which `f64::from_str` reads correctly rounded (and `1e400` as ∞,
             // which the range check refuses).
             if matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+                // A whole number below 2^53 converts to f64 exactly, as parsing it would.
+                if let Some(u) = super::scan::small_uint(text)
+                    && u < 1 << 53
+                {
+                    return Target::Samples(Samples::One(u as f64));
+                }
                 return match text.parse::<f64>() {
                     Ok(v) if valid_metric_value(v) => Target::Samples(Samples::One(v)),
                     _ => Target::NotNumeric,

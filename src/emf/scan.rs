@@ -24,8 +24,10 @@ pub(crate) struct NotJson;
 
 type Result<T> = std::result::Result<T, NotJson>;
 
-/// Split one JSON object (with optional surrounding whitespace) into its members.
-pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
+/// Split one JSON object (with optional surrounding whitespace) into its members, filling
+/// `root` (fresh, from `TextRoot::default()`) in place: its inline lists are large and are
+/// never moved.
+pub(crate) fn root<'a>(text: &'a str, root: &mut TextRoot<'a>) -> Result<()> {
     let mut c = Cursor {
         src: text,
         bytes: text.as_bytes(),
@@ -33,13 +35,10 @@ pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
         depth: 0,
     };
     c.ws();
-    let mut root = TextRoot {
-        aws: None,
-        members: Default::default(),
-    };
     c.object(|c, key| {
         if key == "_aws" {
-            root.aws = Some(c.aws()?);
+            // A repeated `_aws`: the last one wins.
+            c.aws(root.aws.insert(AwsField::NotObject))?;
         } else {
             let raw = c.skip_value()?;
             root.members.push((key, raw));
@@ -50,7 +49,7 @@ pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
     if c.pos != c.bytes.len() {
         return Err(NotJson);
     }
-    Ok(root)
+    Ok(())
 }
 
 struct Cursor<'a> {
@@ -248,6 +247,9 @@ impl<'a> Cursor<'a> {
     /// and fits, else an f64; out of f64 range is an error, as in serde_json.
     fn number(&mut self) -> Result<Num> {
         let text = self.number_text()?;
+        if let Some(u) = small_uint(text) {
+            return Ok(Num::U(u));
+        }
         let integral = !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
         if integral {
             if let Ok(u) = text.parse::<u64>() {
@@ -316,56 +318,61 @@ impl<'a> Cursor<'a> {
         self.skip_value().map(|_| Field::Wrong)
     }
 
-    fn aws(&mut self) -> Result<AwsField<'a>> {
+    /// `_aws` into `slot`.
+    fn aws(&mut self, slot: &mut AwsField<'a>) -> Result<()> {
         if self.peek() != Some(b'{') {
-            self.skip_value()?;
-            return Ok(AwsField::NotObject);
+            *slot = AwsField::NotObject;
+            return self.skip_value().map(|_| ());
         }
-        let mut aws = Aws::default();
+        *slot = AwsField::Object(Aws::default());
+        let AwsField::Object(aws) = slot else {
+            return Err(NotJson);
+        };
         // A repeated key: the last one wins.
         self.object(|c, key| {
             match &*key {
                 "Timestamp" => aws.timestamp = c.num_field()?,
-                "CloudWatchMetrics" => aws.directives = c.directives()?,
+                "CloudWatchMetrics" => c.directives(&mut aws.directives)?,
                 _ => {
                     c.skip_value()?;
                 }
             }
             Ok(())
-        })?;
-        Ok(AwsField::Object(aws))
+        })
     }
 
-    fn directives(&mut self) -> Result<Field<Directives<'a>>> {
+    fn directives(&mut self, field: &mut Field<Directives<'a>>) -> Result<()> {
         if self.peek() != Some(b'[') {
-            return self.skip_value().map(|_| Field::Wrong);
+            *field = Field::Wrong;
+            return self.skip_value().map(|_| ());
         }
-        let mut list = Directives::default();
-        self.array(|c| {
-            list.push(c.directive()?);
-            Ok(())
-        })?;
-        Ok(Field::Ok(list))
+        *field = Field::Ok(Directives::default());
+        let Field::Ok(list) = field else {
+            return Err(NotJson);
+        };
+        self.array(|c| c.directive(list.push_default()))
     }
 
-    fn directive(&mut self) -> Result<Directive<'a>> {
+    fn directive(&mut self, slot: &mut Directive<'a>) -> Result<()> {
         if self.peek() != Some(b'{') {
-            self.skip_value()?;
-            return Ok(Directive::NotObject);
+            *slot = Directive::NotObject;
+            return self.skip_value().map(|_| ());
         }
-        let mut d = DirectiveBody::default();
+        *slot = Directive::Object(DirectiveBody::default());
+        let Directive::Object(d) = slot else {
+            return Err(NotJson);
+        };
         self.object(|c, key| {
             match &*key {
                 "Namespace" => d.namespace = c.str_field()?,
                 "Dimensions" => d.dimensions = c.dimension_sets()?,
-                "Metrics" => d.metrics = c.definitions()?,
+                "Metrics" => c.definitions(&mut d.metrics)?,
                 _ => {
                     c.skip_value()?;
                 }
             }
             Ok(())
-        })?;
-        Ok(Directive::Object(d))
+        })
     }
 
     fn dimension_sets(&mut self) -> Result<Field<DimensionSets<'a>>> {
@@ -393,11 +400,15 @@ impl<'a> Cursor<'a> {
         Ok(if ok { Field::Ok(sets) } else { Field::Wrong })
     }
 
-    fn definitions(&mut self) -> Result<Field<Definitions<'a>>> {
+    fn definitions(&mut self, field: &mut Field<Definitions<'a>>) -> Result<()> {
         if self.peek() != Some(b'[') {
-            return self.skip_value().map(|_| Field::Wrong);
+            *field = Field::Wrong;
+            return self.skip_value().map(|_| ());
         }
-        let mut list = Definitions::default();
+        *field = Field::Ok(Definitions::default());
+        let Field::Ok(list) = field else {
+            return Err(NotJson);
+        };
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'{') {
@@ -421,8 +432,22 @@ impl<'a> Cursor<'a> {
             }
             Ok(())
         })?;
-        Ok(if ok { Field::Ok(list) } else { Field::Wrong })
+        if !ok {
+            *field = Field::Wrong;
+        }
+        Ok(())
     }
+}
+
+/// A number written as 1 to 19 decimal digits and nothing else (e.g. a timestamp in ms), read
+/// directly: 19 digits stay below 10^19 < 2^64, so nothing can overflow.
+#[inline(always)]
+pub(crate) fn small_uint(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Bytes that end a run of plain string text: `"`, `\\` and the control characters.
@@ -470,6 +495,11 @@ pub(crate) fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn root(text: &str) -> Result<TextRoot<'_>> {
+        let mut r = TextRoot::default();
+        super::root(text, &mut r).map(|()| r)
+    }
 
     /// The scanner accepts exactly the objects serde_json accepts.
     fn agrees(text: &str) {
@@ -540,6 +570,16 @@ mod tests {
             "{\"a\":\"\\",
         ] {
             agrees(t);
+        }
+    }
+
+    #[test]
+    fn small_integers_read_directly() {
+        for t in ["0", "7", "1795497900000", "9999999999999999999", "0012"] {
+            assert_eq!(small_uint(t), t.parse::<u64>().ok(), "{t}");
+        }
+        for t in ["", "-1", "1.5", "1e3", "10000000000000000000", "12a"] {
+            assert_eq!(small_uint(t), None, "{t}");
         }
     }
 

@@ -30,18 +30,30 @@ impl<T: Default, const N: usize> Default for Small<T, N> {
 impl<T: Default, const N: usize> Small<T, N> {
     #[inline]
     pub(crate) fn push(&mut self, item: T) {
+        *self.push_default() = item;
+    }
+
+    /// Push `T::default()` and give it back to be filled in place, so a large item is never
+    /// moved.
+    #[inline]
+    pub(crate) fn push_default(&mut self) -> &mut T {
+        if self.heap.is_empty() && self.len < N {
+            let i = self.len;
+            self.len += 1;
+            // `i < N`, checked above.
+            let slot = &mut self.inline[i];
+            *slot = T::default();
+            return slot;
+        }
         if self.heap.is_empty() {
-            if let Some(slot) = self.inline.get_mut(self.len) {
-                *slot = item;
-                self.len += 1;
-                return;
-            }
             // Full: move the inline items to the heap, in order.
             self.heap.reserve(N.max(1) * 2);
             let used = self.inline.iter_mut().take(self.len);
             self.heap.extend(used.map(std::mem::take));
         }
-        self.heap.push(item);
+        self.heap.push(T::default());
+        // Pushed just above, so there is a last item.
+        self.heap.last_mut().unwrap()
     }
 
     #[inline]

@@ -16,7 +16,11 @@
 //!   other member as a borrowed slice of raw text; only the metric targets and dimension values
 //!   a directive names are decoded afterwards, and the remaining members once more as
 //!   [`EmfLine::properties`]. A record that is already a parsed object (JSON log format) goes
-//!   through the same rules via serde.
+//!   through the same rules via serde. The working lists (root members, directives, metric
+//!   definitions, dimension keys) keep their first items inline and are filled in place, a
+//!   single metric value is [`Samples::One`], and common numbers (digits with an optional
+//!   point) are read without the general parser: the usual line allocates only for its output
+//!   (the points, their dimension lists and the properties).
 //! * **The filter looks for the literal bytes** `_aws`: a text line whose `_aws` key is written
 //!   with escapes (`"_\u0061ws"`) is a log line. A parsed object has no such blind spot.
 //! * **EMF inside the Lambda JSON envelope** (`{"timestamp","level","message":<EMF>}`, as a

@@ -17,7 +17,7 @@ use super::small::Small;
 /// The directives of `_aws.CloudWatchMetrics` (one inline: the usual line has one).
 pub(crate) type Directives<'a> = Small<Directive<'a>, 1>;
 /// The definitions of a directive's `Metrics` (a few inline).
-pub(crate) type Definitions<'a> = Small<Definition<'a>, 4>;
+pub(crate) type Definitions<'a> = Small<Definition<'a>, 2>;
 
 /// A member that may be missing, of the right shape, or of a wrong one.
 #[derive(Debug, Default, PartialEq)]
@@ -67,7 +67,7 @@ pub(crate) struct DirectiveBody<'a> {
 /// directive has one set, which needs no list of boundaries.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct DimensionSets<'a> {
-    pub(crate) keys: Small<Cow<'a, str>, 4>,
+    pub(crate) keys: Small<Cow<'a, str>, 2>,
     /// End (exclusive) in `keys` of each set but the last, which ends at `keys.len()`; sets
     /// are consecutive.
     ends: Vec<usize>,

@@ -201,6 +201,18 @@ impl<'r, 'a> Root<'r, 'a> {
     }
 }
 
+/// A copy of a string that borrows from the line when the original does (`Cow::clone`, inlined:
+/// the usual string is borrowed and costs a copy of its pointer).
+// `&Cow` on purpose: a borrowed string stays borrowed.
+#[allow(clippy::ptr_arg)]
+#[inline(always)]
+fn share<'a>(s: &Cow<'a, str>) -> Cow<'a, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b),
+        Cow::Owned(o) => Cow::Owned(o.clone()),
+    }
+}
+
 /// String equality for keys that mostly differ in length: the lengths are compared first, so
 /// the byte comparison (a library call) runs only for keys of the same length.
 #[inline(always)]
@@ -524,14 +536,14 @@ fn push_points<'a>(
         };
         let Some(samples) = s else { return };
         points.push(DataPoint {
-            namespace: namespace.clone(),
-            name: name.clone(),
+            namespace: share(namespace),
+            name: share(name),
             unit,
             storage_resolution,
             dimensions: if take_dims {
                 std::mem::take(set)
             } else {
-                set.clone()
+                set.iter().map(|(k, v)| (share(k), share(v))).collect()
             },
             samples,
         });
@@ -681,7 +693,7 @@ fn resolve_set<'a>(root: &Root<'_, 'a>, keys: &[Cow<'a, str>]) -> Option<Dims<'a
             DimValue::Str(v) if valid_dimension_text(&v, MAX_DIMENSION_VALUE_CHARS) => v,
             _ => return None,
         };
-        dims.push((key.clone(), value));
+        dims.push((share(key), value));
     }
     dims.sort_by(|a, b| a.0.cmp(&b.0));
     dims.dedup_by(|a, b| a.0 == b.0);
@@ -721,7 +733,7 @@ fn properties<'a>(
     let mut out = Vec::with_capacity(root.len().min(16));
     root.for_each_member(|key, raw| {
         if !is_named(key) {
-            out.push((key.clone(), raw.to_value().map_err(|_| ())?));
+            out.push((share(key), raw.to_value().map_err(|_| ())?));
         }
         Ok(())
     })?;

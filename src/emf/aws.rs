@@ -29,6 +29,8 @@ pub(crate) enum Field<T> {
 }
 
 /// `_aws`: an object, or something else.
+// Large on purpose: the working lists are inline, and the scanner fills the value in place.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub(crate) enum AwsField<'a> {
     Object(Aws<'a>),
@@ -42,16 +44,13 @@ pub(crate) struct Aws<'a> {
 }
 
 /// One `CloudWatchMetrics` entry: an object, or something else.
-#[derive(Debug, PartialEq)]
+// Large on purpose: see `AwsField`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) enum Directive<'a> {
     Object(DirectiveBody<'a>),
+    #[default]
     NotObject,
-}
-
-impl Default for Directive<'_> {
-    fn default() -> Self {
-        Directive::NotObject
-    }
 }
 
 #[derive(Debug, Default, PartialEq)]

@@ -3,9 +3,11 @@
 //! members, and decodes `_aws` into the typed structs of `aws`. Every other member stays a
 //! borrowed slice of raw JSON text, decoded later only if a directive names it.
 //!
-//! In: the text of one document. Out: [`TextRoot`] or an error (the line is not one JSON
-//! object). No recursion beyond serde_json's nesting limit; strings with escapes are unescaped
-//! by serde_json itself, so both readers agree on what a string is.
+//! In: the text of one document and an empty [`TextRoot`]. Out: that root filled in place (its
+//! lists keep their first items inline, so nothing large is moved), or an error (the line is
+//! not one JSON object). No recursion beyond serde_json's nesting limit; strings with escapes
+//! are unescaped by serde_json itself, so both readers agree on what a string is. Plain
+//! integers (a timestamp) are read directly.
 
 use std::borrow::Cow;
 

@@ -30,7 +30,13 @@ impl<T: Default, const N: usize> Default for Small<T, N> {
 impl<T: Default, const N: usize> Small<T, N> {
     #[inline]
     pub(crate) fn push(&mut self, item: T) {
-        *self.push_default() = item;
+        if self.heap.is_empty() && self.len < N {
+            // `len < N`, checked above.
+            self.inline[self.len] = item;
+            self.len += 1;
+        } else {
+            self.push_on_heap(item);
+        }
     }
 
     /// Push `T::default()` and give it back to be filled in place, so a large item is never
@@ -45,13 +51,19 @@ impl<T: Default, const N: usize> Small<T, N> {
             *slot = T::default();
             return slot;
         }
+        self.push_on_heap(T::default())
+    }
+
+    /// Past the inline slots: move the inline items to the heap (once, in order), then push.
+    #[cold]
+    #[inline(never)]
+    fn push_on_heap(&mut self, item: T) -> &mut T {
         if self.heap.is_empty() {
-            // Full: move the inline items to the heap, in order.
             self.heap.reserve(N.max(1) * 2);
             let used = self.inline.iter_mut().take(self.len);
             self.heap.extend(used.map(std::mem::take));
         }
-        self.heap.push(T::default());
+        self.heap.push(item);
         // Pushed just above, so there is a last item.
         self.heap.last_mut().unwrap()
     }

@@ -69,7 +69,11 @@ impl<'a> Cursor<'a> {
 
     #[inline(always)]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        // Every whitespace byte is at most b' ': one comparison settles the usual case.
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b > b' ' || !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                return;
+            }
             self.pos += 1;
         }
     }
@@ -248,6 +252,26 @@ impl<'a> Cursor<'a> {
     /// A number at the cursor as serde_json would give it: an exact integer when it is one
     /// and fits, else an f64; out of f64 range is an error, as in serde_json.
     fn number(&mut self) -> Result<Num> {
+        // The usual form, 1 to 19 digits with no leading zero, sign, fraction or exponent (a
+        // timestamp), is read in the same pass; anything else goes the general way.
+        let start = self.pos;
+        let mut n = 0u64;
+        while let Some(&d) = self.bytes.get(self.pos) {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            self.pos += 1;
+        }
+        let digits = self.pos - start;
+        let plain = (1..=19).contains(&digits)
+            && (digits == 1 || self.bytes.get(start) != Some(&b'0'))
+            && !matches!(self.peek(), Some(b'.' | b'e' | b'E'));
+        if plain {
+            // At most 19 digits: below 10^19 < 2^64, so the wrapping steps never wrapped.
+            return Ok(Num::U(n));
+        }
+        self.pos = start;
         let text = self.number_text()?;
         if let Some(u) = small_uint(text) {
             return Ok(Num::U(u));
@@ -583,6 +607,60 @@ mod tests {
         for t in ["", "-1", "1.5", "1e3", "10000000000000000000", "12a"] {
             assert_eq!(small_uint(t), None, "{t}");
         }
+    }
+
+    #[test]
+    fn numbers_read_as_serde_json_reads_them() {
+        for t in [
+            "0",
+            "7",
+            "1795497900000",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-5",
+            "1.5",
+            "1e3",
+            "12E-1",
+            "00",
+            "01",
+            "1.",
+            "5x",
+        ] {
+            let line = format!("{{\"_aws\":{{\"Timestamp\":{t}}}}}");
+            let want = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) => {
+                    let n = &v["_aws"]["Timestamp"];
+                    Some(match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                        (Some(u), _, _) => Num::U(u),
+                        (None, Some(i), _) => Num::I(i),
+                        (None, None, Some(f)) => Num::F(f),
+                        _ => panic!("{t}: not a number"),
+                    })
+                }
+                Err(_) => None,
+            };
+            let got = match root(&line) {
+                Ok(TextRoot {
+                    aws: Some(AwsField::Object(aws)),
+                    ..
+                }) => match aws.timestamp {
+                    Field::Ok(n) => Some(n),
+                    other => panic!("{t}: {other:?}"),
+                },
+                Ok(_) => panic!("{t}: no _aws"),
+                Err(_) => None,
+            };
+            assert_eq!(got, want, "{t}");
+        }
+        // The one known difference: `-0` is the integer 0 here and -0.0 in serde_json; as a
+        // timestamp both are 0 ms, and neither is a valid storage resolution.
+        let r = root("{\"_aws\":{\"Timestamp\":-0}}");
+        assert!(
+            matches!(&r, Ok(TextRoot { aws: Some(AwsField::Object(a)), .. }) if a.timestamp == Field::Ok(Num::I(0))),
+            "{:?}",
+            r.map(|r| r.aws)
+        );
     }
 
     #[test]

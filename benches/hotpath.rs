@@ -3,6 +3,9 @@
 //!
 //! * `serde_json::Value baseline`: `serde_json::from_str::<Value>` on the EMF lines;
 //! * `EMF parse + aggregate`: `emf::parse` then `Aggregator::add_line`, drained every 10,000 lines;
+//! * the same two on a realistic mixed stream: every line of the four generator captures (EMF of
+//!   several shapes), each EMF line after 9 plain lines (runtime START/END/REPORT, text and JSON
+//!   app logs), drained every 1,000 lines; with the EMF lines' own rate in that stream;
 //! * `telemetry decode_batch`: `lambda::events::decode_batch` on Telemetry API bodies of 100
 //!   events (platform records and function lines carrying the EMF lines);
 //! * `encode + gzip -N`: the drained histograms encoded by `export::metrics::metrics_request` as
@@ -39,9 +42,13 @@ use serde_json::Value;
 
 #[path = "support/workload.rs"]
 mod workload;
-use workload::{NOW_MS, cpu_time, emf_lines, options};
+use workload::{NOW_MS, cpu_time, emf_lines, generator_lines, options, plain_lines};
 
 const FLUSH_EVERY: usize = 10_000;
+/// Lines of the mixed stream between two drains (a flush interval of a busy function).
+const MIXED_FLUSH_EVERY: usize = 1_000;
+/// Plain lines for every EMF line in the mixed stream.
+const PLAIN_PER_EMF: usize = 9;
 /// Series in the wire batch: the default series cap.
 const SERIES: usize = 1_000;
 
@@ -76,6 +83,16 @@ fn telemetry_bodies(lines: &[String], per_invoke: usize) -> (Vec<Vec<u8>>, usize
 }
 
 fn parse_aggregate(lines: &[String], rounds: usize) -> (Duration, usize, Vec<Series>) {
+    parse_aggregate_every(lines, rounds, FLUSH_EVERY)
+}
+
+/// `emf::parse` then `Aggregator::add_line` on every line, `rounds` times, draining every
+/// `flush_every` lines: the CPU time, the data points recorded and the last drain's series.
+fn parse_aggregate_every(
+    lines: &[String],
+    rounds: usize,
+    flush_every: usize,
+) -> (Duration, usize, Vec<Series>) {
     let opts = options();
     let mut agg = Aggregator::new(SERIES);
     let mut since = 0;
@@ -88,7 +105,7 @@ fn parse_aggregate(lines: &[String], rounds: usize) -> (Duration, usize, Vec<Ser
                 points += agg.add_line(&e);
             }
             since += 1;
-            if since == FLUSH_EVERY {
+            if since == flush_every {
                 last = black_box(agg.drain());
                 since = 0;
             }
@@ -100,6 +117,26 @@ fn parse_aggregate(lines: &[String], rounds: usize) -> (Duration, usize, Vec<Ser
     }
     // The series of the last flush.
     (cpu_time() - start, points, last)
+}
+
+/// The realistic stream of the benchmark: every line of the generator captures (EMF
+/// lines of several shapes, as aws-embedded-metrics and Powertools print them), each EMF line
+/// after [`PLAIN_PER_EMF`] plain lines (runtime lines, text and JSON app logs). Returns the stream
+/// and how many of its lines are EMF.
+fn mixed_stream() -> (Vec<String>, usize) {
+    let plain = plain_lines();
+    let mut lines = Vec::new();
+    let mut emf_count = 0;
+    for (i, l) in generator_lines().into_iter().enumerate() {
+        if matches!(emf::parse(Record::Text(&l), &options()), Verdict::Emf(_)) {
+            emf_count += 1;
+            for k in 0..PLAIN_PER_EMF {
+                lines.push(plain[(i * PLAIN_PER_EMF + k) % plain.len()].clone());
+            }
+        }
+        lines.push(l);
+    }
+    (lines, emf_count)
 }
 
 fn serde_baseline(lines: &[String], rounds: usize) -> Duration {
@@ -216,13 +253,31 @@ fn main() {
     let (_, decoded) = decode(&bodies, 1);
     assert_eq!(decoded, events);
 
+    let (mixed, mixed_emf) = mixed_stream();
+    for l in plain_lines() {
+        let v = emf::parse(Record::Text(&l), &options());
+        assert!(matches!(v, Verdict::Log), "plain line {l}: {v:?}");
+    }
+    let (_, mixed_points, mixed_series) = parse_aggregate_every(&mixed, 1, usize::MAX);
+    assert!(mixed_emf > 40, "{mixed_emf} EMF lines in the captures");
+    assert!(mixed_points >= mixed_emf, "{mixed_points} points");
+    assert!(mixed_series.len() > 5, "{} series", mixed_series.len());
+    // Enough rounds that a sample holds about as many lines as the synthetic one.
+    let mixed_rounds = (n / mixed.len()).max(1);
+    let mixed_n = mixed.len() * mixed_rounds;
+    let mixed_emf_n = mixed_emf * mixed_rounds;
+
     let mut pa = Vec::new();
     let mut sj = Vec::new();
     let mut de = Vec::new();
+    let mut mpa = Vec::new();
+    let mut msj = Vec::new();
     for _ in 0..samples {
         pa.push(parse_aggregate(&lines, rounds).0);
         sj.push(serde_baseline(&lines, rounds));
         de.push(decode(&bodies, rounds).0);
+        mpa.push(parse_aggregate_every(&mixed, mixed_rounds, MIXED_FLUSH_EVERY).0);
+        msj.push(serde_baseline(&mixed, mixed_rounds));
     }
     let (pa_m, sj_m, de_m) = (median(pa.clone()), median(sj.clone()), median(de.clone()));
     let per_s = |d: Duration, items: usize| items as f64 / d.as_secs_f64().max(1e-9);
@@ -242,6 +297,33 @@ fn main() {
     println!(
         "parse_aggregate_vs_serde_value: {:.2}",
         per_s(pa_m, n) / per_s(sj_m, n)
+    );
+    let (mpa_m, msj_m) = (median(mpa.clone()), median(msj.clone()));
+    println!(
+        "mixed_stream: {} lines, {} EMF ({} per sample), drained every {} lines",
+        mixed.len(),
+        mixed_emf,
+        mixed_n,
+        MIXED_FLUSH_EVERY
+    );
+    println!(
+        "mixed_parse_aggregate_lines_per_s: {:.0} (range {})",
+        per_s(mpa_m, mixed_n),
+        spread(&mpa, mixed_n)
+    );
+    println!(
+        "mixed_parse_aggregate_emf_lines_per_s: {:.0} (range {})",
+        per_s(mpa_m, mixed_emf_n),
+        spread(&mpa, mixed_emf_n)
+    );
+    println!(
+        "mixed_serde_value_lines_per_s: {:.0} (range {})",
+        per_s(msj_m, mixed_n),
+        spread(&msj, mixed_n)
+    );
+    println!(
+        "mixed_parse_aggregate_vs_serde_value: {:.2}",
+        per_s(mpa_m, mixed_n) / per_s(msj_m, mixed_n)
     );
     let ev = events * rounds;
     println!(

@@ -63,3 +63,41 @@ pub fn emf_lines(n: usize, customers: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// Every line of the generator captures, in file order (EMF lines of several shapes and whatever
+/// else the generators printed).
+pub fn generator_lines() -> Vec<String> {
+    let mut lines = Vec::new();
+    for f in GENERATOR_FILES {
+        let text = std::fs::read_to_string(format!("{FIXTURES}{f}")).expect("generator capture");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    lines
+}
+
+/// Typical lines that are not EMF: the runtime's START/END/REPORT, app text logs with and
+/// without the runtime's prefix, an error line, JSON app logs, an access log line.
+pub fn plain_lines() -> Vec<String> {
+    let id = "3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab";
+    vec![
+        format!("START RequestId: {id} Version: $LATEST"),
+        format!("END RequestId: {id}"),
+        format!(
+            "REPORT RequestId: {id}\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 71 MB\tInit Duration: 187.20 ms"
+        ),
+        format!(
+            "2026-11-24T05:21:04.582Z\t{id}\tINFO\tProcessing order 12345 for customer acme-corp"
+        ),
+        format!(
+            "2026-11-24T05:21:04.583Z\t{id}\tERROR\tInvoke Error {{\"errorType\":\"TypeError\",\"errorMessage\":\"x is undefined\"}}"
+        ),
+        format!(
+            "[INFO]\t2026-11-24T05:21:04.996Z\t{id}\tFound credentials in environment variables."
+        ),
+        format!(
+            "{{\"timestamp\":\"2026-11-24T05:21:04.806Z\",\"level\":\"INFO\",\"requestId\":\"{id}\",\"message\":\"order placed\",\"orderId\":\"o-991\",\"durationMs\":12}}"
+        ),
+        "{\"level\":\"debug\",\"msg\":\"cache miss\",\"key\":\"user:42\",\"ttl\":300}".to_owned(),
+        "GET /orders/12345 200 12ms - 1.2kb".to_owned(),
+    ]
+}

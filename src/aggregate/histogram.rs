@@ -34,9 +34,12 @@
 //! its two ranges, in buckets, add up to at most 640 (e.g. 1e3 of positives and 5e2 of negatives).
 //!
 //! # Memory
-//! Counts are `u64`; both ranges together never hold more than [`MAX_BUCKETS`] counts, and their
+//! Counts are `u32` until one would pass `u32::MAX`; then that range switches to `u64` counts
+//! (exact either way). Both ranges together never hold more than [`MAX_BUCKETS`] counts, and their
 //! allocations never exceed that either (growth is capped), so one histogram is at most
-//! `640 × 8 = 5,120` bytes of counts plus `size_of::<Histogram>()` (about 100 bytes).
+//! `640 × 4 = 2,560` bytes of counts (`640 × 8 = 5,120` once wide) plus `size_of::<Histogram>()`
+//! (about 100 bytes). [`Histogram::take`] hands out its data in allocations of their exact
+//! length, and empties the histogram in place, keeping its allocations for the next interval.
 //!
 //! # Queries
 //! * `quantile(q)`: the value of rank `r = max(1, ⌈q·count⌉)` in ascending order (the
@@ -48,6 +51,7 @@
 //!   bucket boundary nearest to `x`. It is exact (`t = x`) when `x` is below the minimum, at or
 //!   above the maximum, or zero.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The scale a new histogram starts at: the coarsest one with a relative error under 2 %.
@@ -73,11 +77,119 @@ pub enum HistogramError {
     CountOverflow,
 }
 
-/// One range of consecutive buckets: `counts[k]` is bucket `offset + k`.
+/// Runs `$e` on the vector of `$c` ([`Counts`]) bound as `$v`, whichever its width.
+macro_rules! each_width {
+    ($c:expr, $v:ident => $e:expr) => {
+        match $c {
+            Counts::Narrow($v) => $e,
+            Counts::Wide($v) => $e,
+        }
+    };
+}
+
+/// Bucket counts: `u32` while every count fits, `u64` from the first one that would not. A
+/// bucket rarely counts past four billion within one interval, and half the bytes per bucket
+/// keep twice as many series' buckets in the cache.
+#[derive(Clone, Debug)]
+enum Counts {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts::Narrow(Vec::new())
+    }
+}
+
+// `each_width!` runs the same code on both widths: `u64::from` is the identity on the `u64` side.
+#[allow(clippy::useless_conversion)]
+impl Counts {
+    fn len(&self) -> usize {
+        each_width!(self, v => v.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts allocated, whatever their width.
+    fn capacity(&self) -> usize {
+        each_width!(self, v => v.capacity())
+    }
+
+    fn shrink_to_fit(&mut self) {
+        each_width!(self, v => v.shrink_to_fit())
+    }
+
+    fn get(&self, k: usize) -> Option<u64> {
+        each_width!(self, v => v.get(k).map(|&c| u64::from(c)))
+    }
+
+    /// The sum of the counts in `range` (clamped to the length).
+    fn sum(&self, range: std::ops::Range<usize>) -> u64 {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        // Bounded by the histogram's count, which is checked against overflow.
+        each_width!(self, v => v[start..end].iter().map(|&c| u64::from(c)).sum())
+    }
+
+    /// Every count, ascending index.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = u64> + ExactSizeIterator + '_ {
+        (0..self.len()).map(|k| self.get(k).unwrap_or(0))
+    }
+
+    /// The counts as `u64` in an allocation of their exact length.
+    fn to_wide(&self) -> Vec<u64> {
+        each_width!(self, v => v.iter().map(|&c| u64::from(c)).collect())
+    }
+
+    /// Switches to `u64` counts, keeping the number of counts allocated.
+    fn widen(&mut self) {
+        if let Counts::Narrow(v) = self {
+            let mut wide = Vec::with_capacity(v.capacity());
+            wide.extend(v.iter().map(|&c| u64::from(c)));
+            *self = Counts::Wide(wide);
+        }
+    }
+
+    /// Adds `n` to count `k` (nothing if `k` is out of range), widening first if it would not
+    /// fit in `u32`.
+    #[inline]
+    fn add(&mut self, k: usize, n: u64) {
+        if let Counts::Narrow(v) = self {
+            let Some(c) = v.get_mut(k) else {
+                return;
+            };
+            if let Ok(sum) = u32::try_from(u64::from(*c).saturating_add(n)) {
+                *c = sum;
+                return;
+            }
+            self.widen();
+        }
+        if let Counts::Wide(v) = self
+            && let Some(c) = v.get_mut(k)
+        {
+            // The histogram's count bounds every bucket and is checked against overflow.
+            *c += n;
+        }
+    }
+}
+
+impl PartialEq for Counts {
+    /// Equal counts, whatever their widths.
+    fn eq(&self, other: &Counts) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Counts {}
+
+/// One range of consecutive buckets: bucket `offset + k` holds count `k`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Buckets {
     offset: i32,
-    counts: Vec<u64>,
+    counts: Counts,
 }
 
 impl Buckets {
@@ -86,9 +198,19 @@ impl Buckets {
         self.offset
     }
 
-    /// Counts of consecutive buckets from `offset`. The first and last are never zero.
-    pub fn counts(&self) -> &[u64] {
-        &self.counts
+    /// Counts of consecutive buckets from `offset`. The first and last are never zero. Borrowed
+    /// when the counts are held as `u64` (after one passed `u32::MAX`), else widened into a new
+    /// vector (which an exporter can keep with `into_owned` at no further cost).
+    pub fn counts(&self) -> Cow<'_, [u64]> {
+        match &self.counts {
+            Counts::Wide(v) => Cow::Borrowed(v),
+            Counts::Narrow(_) => Cow::Owned(self.counts.to_wide()),
+        }
+    }
+
+    /// Number of buckets in the range.
+    pub fn len(&self) -> usize {
+        self.counts.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,8 +219,7 @@ impl Buckets {
 
     /// The sum of the counts.
     pub fn total(&self) -> u64 {
-        // Bounded by the histogram's count, which is checked against overflow.
-        self.counts.iter().sum()
+        self.counts.sum(0..self.counts.len())
     }
 
     /// First and last index, inclusive.
@@ -111,31 +232,54 @@ impl Buckets {
         }
     }
 
+    /// The same range in an allocation of its exact length (none when empty).
+    fn copy(&self) -> Buckets {
+        Buckets {
+            offset: self.offset,
+            // `to_vec` allocates exactly the length.
+            counts: match &self.counts {
+                Counts::Narrow(v) => Counts::Narrow(v.as_slice().to_vec()),
+                Counts::Wide(v) => Counts::Wide(v.as_slice().to_vec()),
+            },
+        }
+    }
+
+    /// Empties the range, keeping its allocation.
+    fn clear(&mut self) {
+        self.offset = 0;
+        each_width!(&mut self.counts, v => v.clear());
+    }
+
     /// Merges bucket groups of `2^by` into one (the scale drops by `by`).
     fn downscale(&mut self, by: u32) {
         if by == 0 || self.counts.is_empty() {
             return;
         }
-        let new_offset = self.offset >> by;
-        let mut last = 0;
-        for k in 0..self.counts.len() {
-            let index = self.offset + k as i32;
-            // new_k ≤ k: a shift never spreads indexes apart, so slot new_k has been visited.
-            let new_k = ((index >> by) - new_offset) as usize;
-            let c = std::mem::take(&mut self.counts[k]);
-            self.counts[new_k] += c;
-            last = new_k;
+        // A merged count is at most the total: widen first unless the total fits.
+        if u32::try_from(self.total()).is_err() {
+            self.counts.widen();
         }
-        self.counts.truncate(last + 1);
+        let offset = self.offset;
+        let new_offset = offset >> by;
+        each_width!(&mut self.counts, v => {
+            let mut last = 0;
+            for k in 0..v.len() {
+                let index = offset + k as i32;
+                // new_k ≤ k: a shift never spreads indexes apart, so slot new_k has been visited.
+                let new_k = ((index >> by) - new_offset) as usize;
+                let c = std::mem::take(&mut v[k]);
+                v[new_k] += c;
+                last = new_k;
+            }
+            v.truncate(last + 1);
+        });
         self.offset = new_offset;
     }
 
     /// Adds `n` to bucket `index`, which the caller has made sure is inside the range.
+    #[inline]
     fn add(&mut self, index: i32, n: u64) {
-        let k = (index - self.offset) as usize;
-        if let Some(c) = self.counts.get_mut(k) {
-            *c += n;
-        }
+        self.counts.add((index - self.offset) as usize, n);
     }
 
     /// Extends the range to cover `[lo, hi]` with zero counts, allocating at most `max_capacity`
@@ -146,22 +290,28 @@ impl Buckets {
             Some((a, b)) => (a.min(lo), b.max(hi)),
         };
         let new_len = (new_hi as i64 - new_lo as i64 + 1) as usize;
-        if new_len > self.counts.capacity() {
-            let target = (self.counts.capacity() * 2)
-                .max(new_len)
-                .max(8)
-                .min(max_capacity.max(new_len));
-            self.counts.reserve_exact(target - self.counts.len());
-        }
         if self.counts.is_empty() {
             self.offset = new_lo;
         }
         let front = (self.offset as i64 - new_lo as i64) as usize;
-        if front > 0 {
-            self.counts.splice(0..0, std::iter::repeat_n(0, front));
-            self.offset = new_lo;
-        }
-        self.counts.resize(new_len, 0);
+        self.offset = new_lo;
+        each_width!(&mut self.counts, v => {
+            if new_len > v.capacity() {
+                let target = (v.capacity() * 2)
+                    .max(new_len)
+                    .max(8)
+                    .min(max_capacity.max(new_len));
+                v.reserve_exact(target - v.len());
+            }
+            if front > 0 {
+                // Shift the counts up by `front` and zero the slots opened at the front.
+                let old = v.len();
+                v.resize(old + front, 0);
+                v.copy_within(0..old, front);
+                v[..front].fill(0);
+            }
+            v.resize(new_len, 0);
+        });
     }
 }
 
@@ -242,6 +392,31 @@ impl Histogram {
     /// Counts allocated for the two ranges (at most [`MAX_BUCKETS`]).
     pub fn allocated_buckets(&self) -> usize {
         self.positive.counts.capacity() + self.negative.counts.capacity()
+    }
+
+    /// Hands out everything recorded so far and leaves this histogram empty, as
+    /// [`Histogram::new`] makes one but keeping its bucket allocations, so that the next interval
+    /// of a series reuses them. The histogram handed out holds exactly its ranges.
+    pub fn take(&mut self) -> Histogram {
+        let out = Histogram {
+            scale: self.scale,
+            count: self.count,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            zero_count: self.zero_count,
+            positive: self.positive.copy(),
+            negative: self.negative.copy(),
+        };
+        self.scale = MAX_SCALE;
+        self.count = 0;
+        self.sum = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+        self.zero_count = 0;
+        self.positive.clear();
+        self.negative.clear();
+        out
     }
 
     /// Records one observation.
@@ -353,7 +528,7 @@ impl Histogram {
         ] {
             if let Some((lo, hi)) = theirs.range() {
                 mine.cover(lo >> shift, hi >> shift, MAX_BUCKETS);
-                for (k, &c) in theirs.counts.iter().enumerate() {
+                for (k, c) in theirs.counts.iter().enumerate() {
                     mine.add((theirs.offset + k as i32) >> shift, c);
                 }
             }
@@ -382,7 +557,7 @@ impl Histogram {
         }
         let mut seen = 0u64;
         // Ascending values: the largest magnitudes of the negative range come first.
-        for (k, &c) in self.negative.counts.iter().enumerate().rev() {
+        for (k, c) in self.negative.counts.iter().enumerate().rev() {
             seen += c;
             if seen >= rank {
                 let mid = midpoint(self.negative.offset + k as i32, self.scale);
@@ -393,7 +568,7 @@ impl Histogram {
         if seen >= rank {
             return Some(0.0);
         }
-        for (k, &c) in self.positive.counts.iter().enumerate() {
+        for (k, c) in self.positive.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
                 let mid = midpoint(self.positive.offset + k as i32, self.scale);
@@ -528,7 +703,7 @@ impl Histogram {
                 }
                 *slot = Buckets {
                     offset: lo as i32,
-                    counts: counts[first..=last].to_vec(),
+                    counts: Counts::Wide(counts[first..=last].to_vec()),
                 };
             }
         }
@@ -593,13 +768,13 @@ fn needed_downscale(pos: Option<(i32, i32)>, neg: Option<(i32, i32)>, scale: i32
 /// Sum of the counts of the buckets with index ≥ `first`.
 fn sum_from(b: &Buckets, first: i32) -> u64 {
     let skip = (first as i64 - b.offset as i64).clamp(0, b.counts.len() as i64) as usize;
-    b.counts[skip..].iter().sum()
+    b.counts.sum(skip..b.counts.len())
 }
 
 /// Sum of the counts of the buckets with index < `end`.
 fn sum_before(b: &Buckets, end: i32) -> u64 {
     let take = (end as i64 - b.offset as i64).clamp(0, b.counts.len() as i64) as usize;
-    b.counts[..take].iter().sum()
+    b.counts.sum(0..take)
 }
 
 /// The index of the bucket holding the magnitude `v` (positive and finite) at `scale`.
@@ -877,8 +1052,8 @@ mod tests {
         let back = Histogram::from_otlp(
             h.scale(),
             h.zero_count(),
-            (h.positive().offset(), h.positive().counts()),
-            (h.negative().offset(), h.negative().counts()),
+            (h.positive().offset(), &h.positive().counts()),
+            (h.negative().offset(), &h.negative().counts()),
             h.count(),
             h.sum(),
             h.min().unwrap(),
@@ -891,7 +1066,7 @@ mod tests {
             .unwrap();
         assert_eq!(fine.scale(), 20);
         assert_eq!(fine.positive().offset(), 101);
-        assert_eq!(fine.positive().counts(), &[2, 0, 1]);
+        assert_eq!(*fine.positive().counts(), [2, 0, 1]);
         // A range wider than MAX_BUCKETS is downscaled.
         let mut wide = vec![0u64; 5000];
         wide[0] = 1;
@@ -961,6 +1136,65 @@ mod tests {
             1.0,
             1.0,
         ));
+    }
+
+    #[test]
+    fn counts_widen_past_u32_and_stay_exact() {
+        let big = u64::from(u32::MAX);
+        let mut h = Histogram::new();
+        h.record_n(1.5, big).unwrap();
+        assert!(matches!(h.positive.counts, Counts::Narrow(_)));
+        assert_eq!(h.allocated_buckets(), 8);
+        h.record(1.5).unwrap();
+        assert!(matches!(h.positive.counts, Counts::Wide(_)));
+        assert_eq!(h.allocated_buckets(), 8, "the same number of counts");
+        assert_eq!(*h.positive().counts(), [big + 1]);
+        // Two buckets of 1.5 and 1.6 that fit apiece merge past u32 in a downscale.
+        let mut d = Histogram::new();
+        d.record_n(1.5, big - 1).unwrap();
+        d.record_n(1.6, 5).unwrap();
+        assert!(matches!(d.positive.counts, Counts::Narrow(_)));
+        d.record(1e-300).unwrap();
+        assert!(d.scale() < 0);
+        assert!(matches!(d.positive.counts, Counts::Wide(_)));
+        assert_eq!(d.positive().total(), big + 5);
+        assert_eq!(d.positive().counts().last(), Some(&(big + 4)));
+        // A merge adding past u32 widens as well; widths never change what compares equal.
+        let mut m = Histogram::new();
+        m.record_n(1.5, big).unwrap();
+        let mut two = Histogram::new();
+        two.record_n(1.5, 1).unwrap();
+        m.merge(&two).unwrap();
+        assert_eq!(m, h);
+        assert_eq!(m.quantile(0.5), h.quantile(0.5));
+        let taken = m.take();
+        assert!(matches!(taken.positive.counts, Counts::Wide(_)));
+        assert_eq!(taken, h);
+        let narrow = hist(&[1.5]).take();
+        assert!(matches!(narrow.positive.counts, Counts::Narrow(_)));
+        assert_eq!(*narrow.positive().counts(), [1]);
+        assert_eq!(m, Histogram::new());
+    }
+
+    #[test]
+    fn take_hands_out_everything_and_leaves_an_empty_histogram() {
+        let values = [0.0, 1.5, 3.0, 1e3, -2.0, -7.5, 1e-9];
+        let mut h = hist(&values);
+        let capacity = h.allocated_buckets();
+        let taken = h.take();
+        assert_eq!(taken, hist(&values));
+        assert_eq!(taken.allocated_buckets(), {
+            taken.positive().len() + taken.negative().len()
+        });
+        assert_eq!(h, Histogram::new());
+        assert_eq!(h.scale(), MAX_SCALE);
+        assert_eq!(h.allocated_buckets(), capacity, "allocations kept");
+        // The emptied histogram records like a new one.
+        let again = [2.0, -1.0, 0.0];
+        for v in again {
+            h.record(v).unwrap();
+        }
+        assert_eq!(h, hist(&again));
     }
 
     #[test]

@@ -6,6 +6,18 @@
 //! drain (delta temporality), and [`Refused`], what the caps turned away. Pure data: no I/O, no
 //! clock.
 //!
+//! # Series across drains
+//! A drain hands out the data of every series recorded since the drain before and resets each in
+//! place: the series keeps its key and its bucket allocation, so the next interval adds to it
+//! without allocating (a drain happens at every flush, often every invocation). A series that
+//! received nothing during a whole interval is evicted at the drain that ends it.
+//!
+//! The caps (`max_series`, and the key budget) bound the series held at all times, the idle ones
+//! kept from the last drain included. An idle series never stands in the way of a new one: when a
+//! new series would pass a cap, every series idle since the last drain is evicted first, and the
+//! point is refused only if the series with data still fill the cap. So, as seen from outside,
+//! the caps count the series recorded since the last drain.
+//!
 //! # Samples
 //! * `Samples::One`, `Samples::Values`: each value is one observation.
 //! * `Samples::Weighted`: each value counts `count` times.
@@ -20,15 +32,17 @@
 //! inconsistent statistic set, is refused whole and counted in [`Refused::invalid_samples`].
 //!
 //! # Memory
-//! Worst case per live series: the histogram's counts, at most [`MAX_BUCKETS`] × 8 = 5,120 bytes;
-//! about 250 bytes of fixed size (the histogram, the key's buffer pointer, the table slot and its
-//! share of the table's spare room); and the key, held in one buffer of its strings and 8 bytes
-//! per string of lengths (less than the 48 bytes per dimension counted), which all series share
-//! a budget for:
+//! Worst case per series held: the histogram's counts, at most [`MAX_BUCKETS`] × 8 = 5,120 bytes;
+//! about 300 bytes of fixed size (the table entry with its histogram, the table's spare room, and
+//! the shared header of the owned key); and the key, twice: once in one buffer that lookups
+//! compare with (its strings and 4 bytes of length per string), and once, from the series' first
+//! drain on, as the owned [`SeriesKey`] every drain hands out a shared clone of (its strings and
+//! 48 bytes per dimension). All series share a budget for the owned form:
 //! [`KEY_BYTES_PER_SERIES`] × `max_series` (a key may be long as long as most are short; EMF
-//! allows 30 dimensions of 1,024 characters). So `max_series` series cost at most about
-//! `max_series × 5.6 KB`: 5.6 MB at the default of 1,000. A new series beyond either cap is
-//! refused and counted by metric name (the first [`REFUSED_NAMES`] names, then in one total).
+//! allows 30 dimensions of 1,024 characters); the buffer form is at most 17 bytes longer. So
+//! `max_series` series cost at most about `max_series × (5,120 + 300 + 2 × 256)` bytes: 6 MB at
+//! the default of 1,000, idle series held included. A new series beyond either cap is refused and
+//! counted by metric name (the first [`REFUSED_NAMES`] names, then in one total).
 
 mod histogram;
 mod series;
@@ -114,25 +128,13 @@ impl Aggregator {
         if n == 0 {
             return true;
         }
+        let add = |h: &mut Histogram| apply(h, &p.samples, n).is_ok();
         let found = match Parts::of_point(p) {
-            Some(parts) => self.series.entry(&parts),
+            Some(parts) => self.series.update(&parts, add),
             // Dimensions out of order: normalise through an owned key.
-            None => self.series.entry_for_key(&SeriesKey::from_point(p)),
+            None => self.series.update_key(&SeriesKey::from_point(p), add),
         };
-        match found {
-            Ok(h) => {
-                if apply(h, &p.samples, n).is_ok() {
-                    true
-                } else {
-                    self.refused.invalid_samples += 1;
-                    false
-                }
-            }
-            Err(full) => {
-                self.count_full(full, &p.name);
-                false
-            }
-        }
+        self.counted(found, &p.name)
     }
 
     /// Records one value of a series that does not come from EMF (platform metrics, loupe's own);
@@ -150,42 +152,39 @@ impl Aggregator {
         if n == 0 {
             return true;
         }
-        match self.series.entry_for_key(key) {
-            Ok(h) => {
-                if h.record_n(value, n).is_ok() {
-                    true
-                } else {
-                    self.refused.invalid_samples += 1;
-                    false
-                }
-            }
-            Err(full) => {
-                self.count_full(full, key.name());
-                false
-            }
-        }
+        let found = self
+            .series
+            .update_key(key, |h| h.record_n(value, n).is_ok());
+        self.counted(found, key.name())
     }
 
-    /// Live series.
+    /// Series with data since the last drain: what [`Aggregator::drain`] would hand out.
     pub fn len(&self) -> usize {
         self.series.len()
+    }
+
+    /// Series held: those with data since the last drain and the idle ones kept from it (at
+    /// most `max_series`).
+    pub fn held(&self) -> usize {
+        self.series.held()
     }
 
     pub fn is_empty(&self) -> bool {
         self.series.len() == 0
     }
 
-    /// Bytes the live series' keys hold (the budgeted part of their memory).
+    /// Bytes the keys of the series held take from the key budget.
     pub fn key_bytes(&self) -> usize {
         self.series.key_bytes()
     }
 
-    /// The histogram of a live series.
+    /// The histogram of a series with data since the last drain.
     pub fn get(&self, key: &SeriesKey) -> Option<&Histogram> {
         self.series.get(key)
     }
 
-    /// Every series recorded since the last drain, sorted by key; the map is left empty.
+    /// Every series recorded since the last drain, sorted by key. Each is reset in place and
+    /// kept for the next interval; the series idle since the drain before are evicted.
     pub fn drain(&mut self) -> Vec<Series> {
         self.series.drain()
     }
@@ -200,10 +199,22 @@ impl Aggregator {
         std::mem::take(&mut self.refused)
     }
 
-    fn count_full(&mut self, full: Full, name: &str) {
-        match full {
-            Full::Series => self.refused.series_cap(name),
-            Full::KeyBytes => self.refused.key_budget += 1,
+    /// Counts what an update refused: a cap, or samples the histogram turned away.
+    fn counted(&mut self, found: Result<bool, Full>, name: &str) -> bool {
+        match found {
+            Ok(true) => true,
+            Ok(false) => {
+                self.refused.invalid_samples += 1;
+                false
+            }
+            Err(Full::Series) => {
+                self.refused.series_cap(name);
+                false
+            }
+            Err(Full::KeyBytes) => {
+                self.refused.key_budget += 1;
+                false
+            }
         }
     }
 }

@@ -1,14 +1,19 @@
-//! The series map: one [`Histogram`] per [`SeriesKey`], with a cap on live series and on the
-//! bytes their keys hold.
+//! The series map: one [`Histogram`] per [`SeriesKey`], kept across drains, with a cap on the
+//! series held and on the bytes their keys hold.
 //!
-//! In: a key, either owned or borrowed from a parsed [`DataPoint`]. Out: the histogram to add to,
-//! or a refusal when a new series would pass a cap. Finding an existing series from a borrowed
+//! In: a key, either owned or borrowed from a parsed [`DataPoint`], and what to add to its
+//! histogram. Out: whether it was added, or a refusal when a new series would pass a cap; at a
+//! drain, every series with data since the last one. Finding an existing series from a borrowed
 //! data point allocates nothing: the table is keyed by a hash of the borrowed parts, compared
-//! part by part on a hit with the key the table holds in one buffer ([`Flat`]); the owned
-//! [`SeriesKey`] is rebuilt from that buffer when the series are drained.
+//! part by part on a hit with the key the table holds in one buffer ([`Flat`]). The owned
+//! [`SeriesKey`] is built from that buffer at the series' first drain and shared by every drain
+//! after; a drain resets each histogram in place ([`Histogram::take`]) and evicts the series
+//! that received nothing since the drain before (see [`SeriesMap`]).
 
 use std::borrow::Cow;
+use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -16,14 +21,30 @@ use super::histogram::Histogram;
 use crate::emf::{DataPoint, Unit};
 
 /// What identifies a series: namespace, metric name, dimensions (sorted by key, unique keys),
-/// unit and storage resolution.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesKey {
+/// unit and storage resolution. Cloning is cheap (the parts are shared), so the aggregator builds
+/// a series' key once and hands out clones of it at every drain.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey(Arc<KeyParts>);
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct KeyParts {
     namespace: String,
     name: String,
     dimensions: Vec<(String, String)>,
     unit: Unit,
     storage_resolution: u32,
+}
+
+impl fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeriesKey")
+            .field("namespace", &self.0.namespace)
+            .field("name", &self.0.name)
+            .field("dimensions", &self.0.dimensions)
+            .field("unit", &self.0.unit)
+            .field("storage_resolution", &self.0.storage_resolution)
+            .finish()
+    }
 }
 
 impl SeriesKey {
@@ -45,13 +66,13 @@ impl SeriesKey {
                 _ => kept.push(d),
             }
         }
-        SeriesKey {
+        SeriesKey(Arc::new(KeyParts {
             namespace: namespace.into(),
             name: name.into(),
             dimensions: kept,
             unit,
             storage_resolution,
-        }
+        }))
     }
 
     /// The key of a parsed data point (allocates; the aggregator only calls it for a new series).
@@ -69,32 +90,33 @@ impl SeriesKey {
     }
 
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.0.namespace
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// (key, value) pairs sorted by key.
     pub fn dimensions(&self) -> &[(String, String)] {
-        &self.dimensions
+        &self.0.dimensions
     }
 
     pub fn unit(&self) -> Unit {
-        self.unit
+        self.0.unit
     }
 
     pub fn storage_resolution(&self) -> u32 {
-        self.storage_resolution
+        self.0.storage_resolution
     }
 
     /// Heap bytes the key holds (string contents and the dimension array).
     pub fn heap_bytes(&self) -> usize {
-        self.namespace.len()
-            + self.name.len()
-            + self.dimensions.len() * size_of::<(String, String)>()
+        self.0.namespace.len()
+            + self.0.name.len()
+            + self.0.dimensions.len() * size_of::<(String, String)>()
             + self
+                .0
                 .dimensions
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
@@ -103,11 +125,11 @@ impl SeriesKey {
 
     fn parts(&self) -> Parts<'_, (String, String)> {
         Parts {
-            namespace: &self.namespace,
-            name: &self.name,
-            unit: self.unit,
-            storage_resolution: self.storage_resolution,
-            dimensions: &self.dimensions,
+            namespace: &self.0.namespace,
+            name: &self.0.name,
+            unit: self.0.unit,
+            storage_resolution: self.0.storage_resolution,
+            dimensions: &self.0.dimensions,
         }
     }
 }
@@ -220,14 +242,50 @@ impl<D: Dimension> Parts<'_, D> {
         let mut r = Reader(&flat.0);
         r.byte() == Some(self.unit as u8)
             && r.u32() == Some(self.storage_resolution)
-            && r.str() == Some(self.namespace.as_bytes())
-            && r.str() == Some(self.name.as_bytes())
+            && r.str_is(self.namespace)
+            && r.str_is(self.name)
             && r.u32().and_then(|n| usize::try_from(n).ok()) == Some(self.dimensions.len())
-            && self.dimensions.iter().all(|d| {
-                r.str() == Some(d.key().as_bytes()) && r.str() == Some(d.value().as_bytes())
-            })
+            && self
+                .dimensions
+                .iter()
+                .all(|d| r.str_is(d.key()) && r.str_is(d.value()))
             && r.0.is_empty()
     }
+}
+
+/// Byte equality, inline for the short strings keys are made of: up to 16 bytes it compares two
+/// overlapping words, cheaper than the call to `memcmp` that `==` makes.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8)
+    } else if (4..8).contains(&n) {
+        word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4)
+    } else if n < 4 {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    } else {
+        a == b
+    }
+}
+
+/// The 8 bytes of `s` from `at` (0 past its end; the callers stay inside).
+#[inline]
+fn word8(s: &[u8], at: usize) -> u64 {
+    s.get(at..)
+        .and_then(|t| t.first_chunk::<8>())
+        .map_or(0, |w| u64::from_ne_bytes(*w))
+}
+
+/// The 4 bytes of `s` from `at` (0 past its end; the callers stay inside).
+#[inline]
+fn word4(s: &[u8], at: usize) -> u32 {
+    s.get(at..)
+        .and_then(|t| t.first_chunk::<4>())
+        .map_or(0, |w| u32::from_ne_bytes(*w))
 }
 
 /// Bytes of a flat key besides its strings: unit, resolution, three lengths.
@@ -275,6 +333,12 @@ impl<'f> Reader<'f> {
         Some(s)
     }
 
+    /// Whether the next string is `s`.
+    #[inline]
+    fn str_is(&mut self, s: &str) -> bool {
+        self.str().is_some_and(|t| same_bytes(t, s.as_bytes()))
+    }
+
     fn string(&mut self) -> Option<String> {
         String::from_utf8(self.str()?.to_vec()).ok()
     }
@@ -293,37 +357,59 @@ impl Flat {
         for _ in 0..n {
             dimensions.push((r.string()?, r.string()?));
         }
-        Some(SeriesKey {
+        Some(SeriesKey(Arc::new(KeyParts {
             namespace,
             name,
             dimensions,
             unit,
             storage_resolution,
-        })
+        })))
     }
 }
 
 struct Entry {
     hash: u64,
     key: Flat,
+    /// What the key counts against the key budget ([`Parts::heap_bytes`]).
+    key_bytes: usize,
+    /// The owned key, built from `key` at the series' first drain and handed out (shared) at
+    /// every drain after.
+    owned: Option<SeriesKey>,
     histogram: Histogram,
+}
+
+/// Fixed bytes per series held: its table entry (histogram included) with the table's control
+/// byte and spare room (at most 1/8 of the slots are empty), and the owned key's shared header
+/// and parts.
+#[cfg(test)]
+pub(crate) const fn fixed_bytes_per_series() -> usize {
+    let entry = size_of::<Entry>() + 1;
+    entry + entry / 7 + 2 * size_of::<usize>() + size_of::<KeyParts>()
 }
 
 /// Why a new series was not created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Full {
-    /// `max_series` live series already.
+    /// `max_series` series with data already.
     Series,
-    /// The keys of the live series already hold their byte budget.
+    /// The keys of the series with data already hold their byte budget.
     KeyBytes,
 }
 
+/// The series, kept across drains: a drain hands out the data of every series that has some and
+/// resets it in place (its key and bucket allocation stay), and evicts the series that received
+/// nothing since the drain before. A series kept but idle since the last drain still holds its
+/// slot and key bytes until the next drain, or until a new series needs the room: then every idle
+/// series is evicted at once. So the caps count, in effect, the series with data since the last
+/// drain, and memory stays within them at all times.
 pub(crate) struct SeriesMap {
     table: HashTable<Entry>,
     hasher: DefaultHashBuilder,
     max_series: usize,
     key_bytes: usize,
     max_key_bytes: usize,
+    /// Series with data since the last drain (the others in the table are idle).
+    active: usize,
 }
 
 impl SeriesMap {
@@ -334,74 +420,131 @@ impl SeriesMap {
             max_series,
             key_bytes: 0,
             max_key_bytes,
+            active: 0,
         }
     }
 
+    /// Series with data since the last drain.
     pub fn len(&self) -> usize {
+        self.active
+    }
+
+    /// Series held, the idle ones kept from the last drain included (at most `max_series`).
+    pub fn held(&self) -> usize {
         self.table.len()
     }
 
+    /// Key bytes of the series held.
     pub fn key_bytes(&self) -> usize {
         self.key_bytes
     }
 
+    /// The histogram of a series with data since the last drain.
     pub fn get(&self, key: &SeriesKey) -> Option<&Histogram> {
         let parts = key.parts();
         let hash = parts.hash_with(&self.hasher);
         self.table
             .find(hash, |e| parts.matches(&e.key))
             .map(|e| &e.histogram)
+            .filter(|h| !h.is_empty())
     }
 
-    /// The histogram of `parts`, creating an empty series when there is room.
-    pub fn entry<D: Dimension>(&mut self, parts: &Parts<'_, D>) -> Result<&mut Histogram, Full> {
+    /// Runs `add` on the histogram of `parts`, creating an empty series first when there is
+    /// room (evicting the idle series if that makes room); returns what `add` returned.
+    pub fn update<D: Dimension>(
+        &mut self,
+        parts: &Parts<'_, D>,
+        add: impl FnOnce(&mut Histogram) -> bool,
+    ) -> Result<bool, Full> {
         let hash = parts.hash_with(&self.hasher);
         let table = match self.table.find_entry(hash, |e| parts.matches(&e.key)) {
-            Ok(found) => return Ok(&mut found.into_mut().histogram),
+            Ok(found) => {
+                let h = &mut found.into_mut().histogram;
+                let idle = h.is_empty();
+                let added = add(h);
+                if idle && !h.is_empty() {
+                    self.active += 1;
+                }
+                return Ok(added);
+            }
             Err(absent) => absent.into_table(),
         };
-        if table.len() >= self.max_series {
-            return Err(Full::Series);
-        }
         let bytes = parts.heap_bytes();
-        if self.key_bytes.saturating_add(bytes) > self.max_key_bytes {
-            return Err(Full::KeyBytes);
+        let fits = |table: &HashTable<Entry>, key_bytes: usize| {
+            if table.len() >= self.max_series {
+                Err(Full::Series)
+            } else if key_bytes.saturating_add(bytes) > self.max_key_bytes {
+                Err(Full::KeyBytes)
+            } else {
+                Ok(())
+            }
+        };
+        if fits(table, self.key_bytes).is_err() && table.len() > self.active {
+            let mut freed = 0;
+            table.retain(|e| {
+                let idle = e.histogram.is_empty();
+                if idle {
+                    freed += e.key_bytes;
+                }
+                !idle
+            });
+            self.key_bytes -= freed;
         }
+        fits(table, self.key_bytes)?;
         // A string over 4 GiB cannot fit the budget either.
         let key = parts.flatten().ok_or(Full::KeyBytes)?;
         self.key_bytes += bytes;
         let entry = Entry {
             hash,
             key,
+            key_bytes: bytes,
+            owned: None,
             histogram: Histogram::new(),
         };
-        Ok(&mut table
+        let h = &mut table
             .insert_unique(hash, entry, |e| e.hash)
             .into_mut()
-            .histogram)
+            .histogram;
+        let added = add(h);
+        if !h.is_empty() {
+            self.active += 1;
+        }
+        Ok(added)
     }
 
-    /// The histogram of an owned key, creating the series when there is room.
-    pub fn entry_for_key(&mut self, key: &SeriesKey) -> Result<&mut Histogram, Full> {
-        self.entry(&key.parts())
+    /// [`SeriesMap::update`] for an owned key.
+    pub fn update_key(
+        &mut self,
+        key: &SeriesKey,
+        add: impl FnOnce(&mut Histogram) -> bool,
+    ) -> Result<bool, Full> {
+        self.update(&key.parts(), add)
     }
 
-    /// Every series, sorted by key; the map is left empty (its table memory is kept).
+    /// Every series with data since the last drain, sorted by key; each is reset in place and
+    /// kept, and the series that had no data are evicted.
     pub fn drain(&mut self) -> Vec<Series> {
-        self.key_bytes = 0;
-        let mut out: Vec<Series> = self
-            .table
-            .drain()
-            .filter_map(|e| {
+        let mut out: Vec<Series> = Vec::with_capacity(self.active);
+        let mut freed = 0;
+        self.table.retain(|e| {
+            if e.histogram.is_empty() {
+                freed += e.key_bytes;
+                return false;
+            }
+            if e.owned.is_none() {
                 // Every flat key was written by `Parts::flatten`, so it reads back.
-                let key = e.key.key();
-                debug_assert!(key.is_some(), "a flat key reads back");
-                Some(Series {
-                    key: key?,
-                    histogram: e.histogram,
-                })
-            })
-            .collect();
+                e.owned = e.key.key();
+                debug_assert!(e.owned.is_some(), "a flat key reads back");
+            }
+            let key = e.owned.clone();
+            let histogram = e.histogram.take();
+            if let Some(key) = key {
+                out.push(Series { key, histogram });
+            }
+            true
+        });
+        self.key_bytes -= freed;
+        self.active = 0;
         // Keys are unique, so an unstable sort gives the same order, with fewer moves.
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         out
@@ -411,6 +554,24 @@ impl SeriesMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_is_byte_equality_at_every_length() {
+        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=text.len() {
+            let a = &text[..n];
+            let copy = a.to_vec();
+            assert!(same_bytes(a, &copy), "{n}");
+            for k in 0..n {
+                let mut b = a.to_vec();
+                b[k] ^= 1;
+                assert!(!same_bytes(a, &b), "{n}, byte {k}");
+            }
+            if n > 0 {
+                assert!(!same_bytes(a, &a[..n - 1]), "{n}");
+            }
+        }
+    }
 
     #[test]
     fn unit_codes_index_all_units() {

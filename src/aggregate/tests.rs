@@ -158,8 +158,12 @@ fn key_bytes_are_budgeted() {
     // Short keys still fit.
     assert!(a.record(&key("S", &[]), 1.0));
     a.drain();
-    assert_eq!(a.key_bytes(), 0);
+    // The drained series are kept, with their key bytes, until a new key needs the room.
+    assert!(a.key_bytes() > budget / 2);
     assert!(a.record(&key("M", &[("k", &long)]), 1.0));
+    assert!(a.key_bytes() <= budget);
+    assert_eq!(a.held(), 1, "the idle series made room");
+    assert_eq!(a.refused().key_budget, 1);
 }
 
 #[test]
@@ -235,6 +239,7 @@ fn drain_returns_sorted_series_and_empties_the_map() {
     assert_eq!(names, ["a", "b", "c"]);
     assert!(drained.iter().all(|s| s.histogram.count() == 1));
     assert!(a.is_empty());
+    assert_eq!(a.get(&key("a", &[])), None, "nothing since the drain");
     assert!(a.drain().is_empty());
     // Room again for new series; delta semantics: counts restart.
     assert!(a.record(&key("d", &[]), 2.0));
@@ -243,8 +248,100 @@ fn drain_returns_sorted_series_and_empties_the_map() {
 }
 
 #[test]
+fn a_series_kept_across_drains_hands_out_deltas() {
+    let mut a = Aggregator::new(10);
+    let dims = [("Service", "api")];
+    let values = |v: &[f64]| Samples::Values(v.to_vec());
+    assert!(a.add_point(&point("L", &dims, values(&[1.0, 200.0, -3.0, 0.0]))));
+    assert!(a.add_point(&point("K", &[], values(&[7.0]))));
+    let first = a.drain();
+    assert_eq!(first.len(), 2);
+    assert_eq!(a.held(), 2, "both series are kept");
+    assert!(a.is_empty());
+
+    // The next interval of "L" equals a fresh histogram of that interval's values alone.
+    assert!(a.add_point(&point("L", &dims, values(&[5.0, 6.0]))));
+    let second = a.drain();
+    assert_eq!(second.len(), 1);
+    let mut fresh = Histogram::new();
+    fresh.record(5.0).unwrap();
+    fresh.record(6.0).unwrap();
+    assert_eq!(second[0].key, key("L", &dims));
+    assert_eq!(second[0].histogram, fresh);
+    // And the first interval's data was handed out whole.
+    let mut before = Histogram::new();
+    for v in [1.0, 200.0, -3.0, 0.0] {
+        before.record(v).unwrap();
+    }
+    assert_eq!(first[1].histogram, before);
+    assert_eq!(first[1].key, key("L", &dims));
+    // A wide range that downscaled in one interval starts again at the finest scale.
+    assert!(a.add_point(&point("L", &dims, values(&[1e-9, 1e9]))));
+    assert!(a.drain()[0].histogram.scale() < MAX_SCALE);
+    assert!(a.add_point(&point("L", &dims, values(&[2.0]))));
+    assert_eq!(
+        a.get(&key("L", &dims)).map(Histogram::scale),
+        Some(MAX_SCALE)
+    );
+}
+
+#[test]
+fn an_idle_series_is_evicted_at_the_next_drain() {
+    let mut a = Aggregator::new(10);
+    assert!(a.record(&key("busy", &[]), 1.0));
+    assert!(a.record(&key("idle", &[]), 1.0));
+    let bytes = a.key_bytes();
+    assert_eq!(a.drain().len(), 2);
+    assert_eq!((a.held(), a.key_bytes()), (2, bytes));
+    assert!(a.record(&key("busy", &[]), 2.0));
+    // "idle" received nothing during this interval: the drain evicts it.
+    let drained = a.drain();
+    assert_eq!(drained.len(), 1);
+    assert_eq!(drained[0].key.name(), "busy");
+    assert_eq!(a.held(), 1);
+    assert!(a.key_bytes() < bytes);
+    // Nothing at all during an interval: everything goes.
+    assert!(a.drain().is_empty());
+    assert_eq!((a.held(), a.key_bytes()), (0, 0));
+}
+
+#[test]
+fn idle_series_make_room_under_the_cap() {
+    let mut a = Aggregator::new(2);
+    assert!(a.record(&key("A", &[]), 1.0));
+    assert!(a.record(&key("B", &[]), 1.0));
+    a.drain();
+    assert_eq!(a.held(), 2);
+    // "A" is reused in place; "C" takes the slot of the idle "B".
+    assert!(a.record(&key("A", &[]), 2.0));
+    assert!(a.record(&key("C", &[]), 3.0));
+    assert_eq!((a.held(), a.len()), (2, 2));
+    // The two series with data fill the cap: a third is refused and counted.
+    assert!(!a.record(&key("B", &[]), 4.0));
+    assert_eq!(a.refused().series_cap, vec![("B".to_string(), 1)]);
+    let names: Vec<String> = a
+        .drain()
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.histogram.count(), 1);
+            s.key.name().to_string()
+        })
+        .collect();
+    assert_eq!(names, ["A", "C"]);
+    // Many intervals over a rotating set never hold more than the cap.
+    for round in 0..20 {
+        for i in 0..3 {
+            let accepted = a.record(&key(&format!("m{}", (round + i) % 5), &[]), 1.0);
+            assert_eq!(accepted, i < 2, "round {round}, series {i}");
+            assert!(a.held() <= 2);
+        }
+        assert_eq!(a.drain().len(), 2);
+    }
+}
+
+#[test]
 fn worst_case_series_memory_matches_the_doc() {
-    // The doc promises ≤ 5,120 bytes of counts and about 250 bytes of fixed size per series.
+    // The doc promises ≤ 5,120 bytes of counts and about 300 bytes of fixed size per series.
     let mut a = Aggregator::new(10);
     let k = key("wide", &[("k", "v")]);
     let mut v = 1e-9;
@@ -256,6 +353,87 @@ fn worst_case_series_memory_matches_the_doc() {
     let h = a.get(&k).expect("series");
     assert!(h.allocated_buckets() <= MAX_BUCKETS);
     assert!(h.positive().counts().len() + h.negative().counts().len() <= MAX_BUCKETS);
-    let fixed = size_of::<Histogram>() + size_of::<SeriesKey>() + 8;
-    assert!(fixed <= 250, "{fixed}");
+    let fixed = series::fixed_bytes_per_series();
+    assert!(fixed <= 300, "{fixed}");
+}
+
+mod model {
+    //! The aggregator against a model of what a flush should see: the values each series received
+    //! since the last drain, with a new series admitted while fewer than `max_series` series have
+    //! data in the current interval.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Record(usize, f64),
+        Drain,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..6usize, prop_oneof![-1e6..1e6f64, Just(0.0), 1e-3..1e3f64])
+                .prop_map(|(k, v)| Op::Record(k, v)),
+            1 => Just(Op::Drain),
+        ]
+    }
+
+    fn fresh(values: &[f64]) -> Histogram {
+        let mut h = Histogram::new();
+        for &v in values {
+            h.record(v).expect("finite");
+        }
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn drains_hand_out_exactly_what_each_interval_received(
+            max_series in 1..5usize,
+            ops in proptest::collection::vec(op(), 0..120),
+        ) {
+            let mut a = Aggregator::new(max_series);
+            let mut interval: BTreeMap<SeriesKey, Vec<f64>> = BTreeMap::new();
+            let mut refused = 0u64;
+            for op in ops.into_iter().chain([Op::Drain]) {
+                match op {
+                    Op::Record(k, v) => {
+                        let key = key(&format!("m{k}"), &[("Service", "api")]);
+                        let admitted =
+                            interval.contains_key(&key) || interval.len() < max_series;
+                        prop_assert_eq!(a.record(&key, v), admitted);
+                        if admitted {
+                            interval.entry(key).or_default().push(v);
+                        } else {
+                            refused += 1;
+                        }
+                    }
+                    Op::Drain => {
+                        let drained = a.drain();
+                        let expected: Vec<(SeriesKey, Histogram)> = std::mem::take(&mut interval)
+                            .into_iter()
+                            .map(|(k, values)| (k, fresh(&values)))
+                            .collect();
+                        prop_assert_eq!(drained.len(), expected.len());
+                        for (s, (k, h)) in drained.iter().zip(&expected) {
+                            prop_assert_eq!(&s.key, k);
+                            prop_assert_eq!(&s.histogram, h);
+                        }
+                        // Exactly the series just drained are kept.
+                        prop_assert_eq!(a.held(), drained.len());
+                        prop_assert!(a.is_empty());
+                    }
+                }
+                prop_assert!(a.held() <= max_series);
+                prop_assert_eq!(a.len(), interval.len());
+            }
+            prop_assert_eq!(a.refused().total(), refused);
+        }
+    }
 }

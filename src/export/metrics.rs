@@ -213,7 +213,7 @@ pub fn metric(p: &Point, temporality: Temporality) -> Metric {
 fn buckets(b: &crate::aggregate::Buckets) -> exponential_histogram_data_point::Buckets {
     exponential_histogram_data_point::Buckets {
         offset: b.offset(),
-        bucket_counts: b.counts().to_vec(),
+        bucket_counts: b.counts().into_owned(),
     }
 }
 
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(dp.scale, h.scale());
         let pos = dp.positive.as_ref().expect("positive");
         assert_eq!(pos.offset, h.positive().offset());
-        assert_eq!(pos.bucket_counts, h.positive().counts());
+        assert_eq!(pos.bucket_counts, *h.positive().counts());
         assert_eq!(pos.bucket_counts.iter().sum::<u64>(), 4);
         let neg = dp.negative.as_ref().expect("negative");
         assert_eq!(neg.bucket_counts.iter().sum::<u64>(), 1);

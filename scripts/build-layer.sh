@@ -58,7 +58,12 @@ for arch in "${archs[@]}"; do
     fi
   fi
   echo "build-layer: building $arch ($triple)" >&2
-  cargo zigbuild --release --locked --no-default-features --bin loupe --target "$triple" >&2
+  # zig links the musl binary as a static non-PIE executable (ELF type EXEC) whatever the code
+  # was compiled for, so position-independent code only costs size: compile for a fixed address
+  # (x86_64 zip 1,312,676 -> 1,299,833 B).
+  # (With --target, RUSTFLAGS reaches only the target's code, not build scripts.)
+  RUSTFLAGS="${RUSTFLAGS:-} -C relocation-model=static" \
+    cargo zigbuild --release --locked --no-default-features --bin loupe --target "$triple" >&2
   bin="target/$triple/release/loupe"
   stage=$(mktemp -d)
   mkdir -p "$stage/extensions"

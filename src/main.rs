@@ -1,4 +1,5 @@
-//! The `loupe` binary: the Lambda extension (no arguments) or `loupe check`.
+//! The `loupe` binary: the Lambda extension (no arguments) or `loupe check` (with the default
+//! `check` feature; the layer's build leaves it out).
 
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ fn main() -> ExitCode {
     // `check` is a terminal command: it reads no extension configuration (and so prints no
     // configuration warning).
     if first.as_deref() == Some("check".as_ref()) {
-        std::process::exit(loupe::check::main(args));
+        std::process::exit(check(args));
     }
     if matches!(
         first.as_ref().and_then(|a| a.to_str()),
@@ -37,4 +38,20 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(loupe::extension::run(config))
+}
+
+#[cfg(feature = "check")]
+fn check(args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    loupe::check::main(args)
+}
+
+/// The layer's binary is built without `check` (it never runs inside Lambda, and the layer has a
+/// size budget): say where to get it.
+#[cfg(not(feature = "check"))]
+fn check(_: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    eprintln!(
+        "loupe check: this loupe binary (the Lambda layer's) is built without `check`; \
+         use the release binary or `cargo install --path .`"
+    );
+    2
 }

@@ -18,21 +18,22 @@ pub const CONTENT_TYPE: &str = "application/x-ndjson";
 
 /// The `resource` line.
 pub fn resource_line(resource: &Resource) -> Value {
-    let attributes: Map<String, Value> = resource
-        .attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), any_json(kv.value.as_ref())))
-        .collect();
+    let attributes = object(
+        resource
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), any_json(kv.value.as_ref()))),
+    );
     json!({"type": "resource", "attributes": attributes})
 }
 
 /// A `metric` line.
 pub fn metric_line(p: &Point, temporality: Temporality) -> Value {
-    let attributes: Map<String, Value> = p
-        .attributes()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-        .collect();
+    let attributes = object(
+        p.attributes()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string()))),
+    );
     let (start, time) = p.window();
     let mut line = json!({
         "type": "metric",
@@ -103,11 +104,7 @@ pub fn event_line(e: &Event) -> Value {
 
 /// A `span` line.
 pub fn span_line(s: &Span) -> Value {
-    let attributes: Map<String, Value> = s
-        .attributes
-        .iter()
-        .map(|(k, v)| (k.clone(), attr_json(v)))
-        .collect();
+    let attributes = object(s.attributes.iter().map(|(k, v)| (k.clone(), attr_json(v))));
     json!({
         "type": "span",
         "trace_id": hex(&s.trace_id),
@@ -177,14 +174,21 @@ fn any_json(v: Option<&AnyValue>) -> Value {
         Some(any_value::Value::ArrayValue(a)) => {
             Value::Array(a.values.iter().map(|v| any_json(Some(v))).collect())
         }
-        Some(any_value::Value::KvlistValue(l)) => Value::Object(
+        Some(any_value::Value::KvlistValue(l)) => Value::Object(object(
             l.values
                 .iter()
-                .map(|kv| (kv.key.clone(), any_json(kv.value.as_ref())))
-                .collect(),
-        ),
+                .map(|kv| (kv.key.clone(), any_json(kv.value.as_ref()))),
+        )),
         Some(any_value::Value::BytesValue(b)) => Value::String(hex(b)),
     }
+}
+
+/// A JSON object from key-value pairs, inserted one by one (a later duplicate key wins):
+/// `collect()` would sort them first, and bring a whole sort's code into the binary for it.
+fn object(pairs: impl Iterator<Item = (String, Value)>) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.extend(pairs);
+    map
 }
 
 fn hex(bytes: &[u8]) -> String {

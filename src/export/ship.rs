@@ -526,11 +526,24 @@ impl Shipper {
                 }
             }
         }
-        let [metrics, logs] = lanes;
-        let mut left: Vec<Pending> = metrics.into_iter().chain(logs).collect();
-        left.sort_by_key(|p| p.seq);
-        for p in left {
-            self.enqueue(p);
+        // Back into the queue oldest first. Each lane is in sequence order (filled from the
+        // queue in order, a retried head put back in front), so merging the two heads is enough.
+        let [mut metrics, mut logs] = lanes;
+        loop {
+            let from_metrics = match (metrics.front(), logs.front()) {
+                (Some(m), Some(l)) => m.seq < l.seq,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if from_metrics {
+                metrics.pop_front()
+            } else {
+                logs.pop_front()
+            };
+            if let Some(p) = next {
+                self.enqueue(p);
+            }
         }
         if fresh_work {
             self.last_send = Some(started.elapsed());

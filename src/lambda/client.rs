@@ -8,8 +8,9 @@ use std::fmt;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
-use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
+use super::events::Fields;
 use super::http::{Endpoint, HttpError, Response};
 
 const EXTENSION_NAME: &str = "Lambda-Extension-Name";
@@ -67,8 +68,7 @@ impl EventKind {
 }
 
 /// What register told us about the function.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registration {
     pub function_name: Option<String>,
     pub function_version: Option<String>,
@@ -111,7 +111,7 @@ pub async fn register(
         .ok_or(ApiError::NoIdentifier)?
         .to_string();
     // The body only informs; an odd one does not undo a successful registration.
-    let registration = serde_json::from_slice(&resp.body).unwrap_or_default();
+    let registration = parse_registration(&resp.body).unwrap_or_default();
     Ok((ExtensionClient { endpoint, id }, registration))
 }
 
@@ -228,32 +228,26 @@ pub enum NextEvent {
     Other(String),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct InvokeEvent {
     pub request_id: String,
     /// When the invocation times out, ms since the epoch.
-    #[serde(default, deserialize_with = "super::events::opt_u64")]
     pub deadline_ms: Option<u64>,
     pub invoked_function_arn: Option<String>,
     /// Absent in some emulators.
     pub tracing: Option<InvokeTracing>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InvokeTracing {
-    #[serde(rename = "type")]
     pub kind: Option<String>,
     pub value: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ShutdownEvent {
-    #[serde(default, deserialize_with = "shutdown_reason")]
     pub shutdown_reason: ShutdownReason,
     /// When the shutdown phase ends, ms since the epoch.
-    #[serde(default, deserialize_with = "super::events::opt_u64")]
     pub deadline_ms: Option<u64>,
 }
 
@@ -300,50 +294,52 @@ impl fmt::Display for ShutdownReason {
     }
 }
 
-fn shutdown_reason<'de, D: Deserializer<'de>>(d: D) -> Result<ShutdownReason, D::Error> {
-    let s: Option<String> = Option::deserialize(d)?;
-    Ok(s.map(|s| ShutdownReason::parse(&s)).unwrap_or_default())
+/// Decodes register's answer body.
+fn parse_registration(body: &[u8]) -> Result<Registration, serde_json::Error> {
+    let value: Value = serde_json::from_slice(body)?;
+    let mut f = Fields::of(&value)?;
+    Ok(Registration {
+        function_name: f.str("functionName")?,
+        function_version: f.str("functionVersion")?,
+        handler: f.str("handler")?,
+        account_id: f.str("accountId")?,
+    })
 }
 
-/// Decodes an `/event/next` answer. One pass over the body into the union of both events' fields
-/// (one decoder in the binary instead of three).
+/// Decodes an `/event/next` answer: parsed once, then read for the fields of its event type.
 pub fn parse_next_event(body: &[u8]) -> Result<NextEvent, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Any {
-        event_type: String,
-        request_id: Option<String>,
-        #[serde(default, deserialize_with = "super::events::opt_u64")]
-        deadline_ms: Option<u64>,
-        invoked_function_arn: Option<String>,
-        tracing: Option<InvokeTracing>,
-        #[serde(default, deserialize_with = "shutdown_reason")]
-        shutdown_reason: ShutdownReason,
-    }
     let decode = |source| ApiError::Decode {
         call: "event/next",
         source,
     };
-    let any: Any = serde_json::from_slice(body).map_err(decode)?;
-    if any.event_type.eq_ignore_ascii_case("INVOKE") {
-        let request_id = any.request_id.ok_or_else(|| {
-            decode(<serde_json::Error as serde::de::Error>::missing_field(
-                "requestId",
-            ))
-        })?;
+    let value: Value = serde_json::from_slice(body).map_err(decode)?;
+    let mut f = Fields::of(&value).map_err(decode)?;
+    let event_type = f.required_str("eventType").map_err(decode)?;
+    if event_type.eq_ignore_ascii_case("INVOKE") {
+        let tracing = match f.object("tracing").map_err(decode)? {
+            None => None,
+            Some(mut t) => Some(InvokeTracing {
+                kind: t.str("type").map_err(decode)?,
+                value: t.str("value").map_err(decode)?,
+            }),
+        };
         Ok(NextEvent::Invoke(InvokeEvent {
-            request_id,
-            deadline_ms: any.deadline_ms,
-            invoked_function_arn: any.invoked_function_arn,
-            tracing: any.tracing,
+            request_id: f.required_str("requestId").map_err(decode)?,
+            deadline_ms: f.u64("deadlineMs").map_err(decode)?,
+            invoked_function_arn: f.str("invokedFunctionArn").map_err(decode)?,
+            tracing,
         }))
-    } else if any.event_type.eq_ignore_ascii_case("SHUTDOWN") {
+    } else if event_type.eq_ignore_ascii_case("SHUTDOWN") {
         Ok(NextEvent::Shutdown(ShutdownEvent {
-            shutdown_reason: any.shutdown_reason,
-            deadline_ms: any.deadline_ms,
+            shutdown_reason: f
+                .str("shutdownReason")
+                .map_err(decode)?
+                .map(|s| ShutdownReason::parse(&s))
+                .unwrap_or_default(),
+            deadline_ms: f.u64("deadlineMs").map_err(decode)?,
         }))
     } else {
-        Ok(NextEvent::Other(any.event_type.chars().take(100).collect()))
+        Ok(NextEvent::Other(event_type.chars().take(100).collect()))
     }
 }
 
@@ -414,10 +410,36 @@ mod tests {
     }
 
     #[test]
+    fn registration_answer() {
+        assert_eq!(
+            parse_registration(
+                br#"{"functionName":"f","functionVersion":"$LATEST","handler":"index.handler","accountId":"123456789012","new":1}"#
+            )
+            .unwrap(),
+            Registration {
+                function_name: Some("f".into()),
+                function_version: Some("$LATEST".into()),
+                handler: Some("index.handler".into()),
+                account_id: Some("123456789012".into()),
+            }
+        );
+        assert_eq!(parse_registration(b"{}").unwrap(), Registration::default());
+        assert!(parse_registration(br#"{"functionName":1}"#).is_err());
+        assert!(parse_registration(b"[]").is_err());
+    }
+
+    #[test]
     fn odd_answers_are_errors_or_skipped() {
         assert!(parse_next_event(b"").is_err());
         assert!(parse_next_event(b"{\"errorType\":\"Extension.InvalidExtensionState\"}").is_err());
         assert!(parse_next_event(br#"{"eventType":"INVOKE"}"#).is_err());
+        assert!(parse_next_event(br#"{"eventType":5}"#).is_err());
+        assert!(parse_next_event(br#"["INVOKE"]"#).is_err());
+        assert!(
+            parse_next_event(br#"{"eventType":"INVOKE","requestId":"r","deadlineMs":"soon"}"#)
+                .is_err()
+        );
+        assert!(parse_next_event(br#"{"eventType":"SHUTDOWN","shutdownReason":["x"]}"#).is_err());
         assert_eq!(
             parse_next_event(br#"{"eventType":"RESTORE"}"#).unwrap(),
             NextEvent::Other("RESTORE".into())

@@ -7,7 +7,10 @@
 //!
 //! The body is read in one pass; each array element is decoded on its own as it is reached, so
 //! an unknown type, an unexpected field or one malformed event never costs the rest of the batch.
-//! A `function` line is unescaped once, straight from the body into the string it travels in.
+//! A `function` line is unescaped once, straight from the body into the string it travels in; a
+//! platform record is parsed into a JSON value in the same pass and then read field by field by
+//! name (`Fields`: `null` is an absent field, a known field of the wrong type fails its event,
+//! the keys never read are counted as unknown fields).
 //! Enumerations the platform extends over time (status, initialization type, phase) are kept as
 //! open values, and numbers the docs call integers are accepted as floats too (the platform's own
 //! Go structs type `billedDurationMs` as a float).
@@ -17,7 +20,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::stats::Stats;
 use crate::clock::parse_rfc3339_ms;
@@ -135,29 +138,18 @@ impl Status {
     }
 }
 
-impl<'de> Deserialize<'de> for Status {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(Status::parse(&s))
-    }
-}
-
 /// `tracing` of start, runtimeDone and report: the X-Ray trace header value.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TraceContext {
     pub span_id: Option<String>,
-    #[serde(rename = "type")]
     pub kind: Option<String>,
     pub value: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Span {
     pub name: String,
     pub start: Option<String>,
-    #[serde(default, deserialize_with = "opt_f64")]
     pub duration_ms: Option<f64>,
 }
 
@@ -167,29 +159,8 @@ pub struct Extra {
     pub unknown_fields: u32,
 }
 
-impl<'de> Deserialize<'de> for Extra {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct CountKeys;
-        impl<'de> Visitor<'de> for CountKeys {
-            type Value = Extra;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Extra, A::Error> {
-                let mut n = 0u32;
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
-                    n = n.saturating_add(1);
-                }
-                Ok(Extra { unknown_fields: n })
-            }
-        }
-        d.deserialize_map(CountKeys)
-    }
-}
-
 /// `platform.initStart` and `platform.restoreStart`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct InitStart {
     pub initialization_type: Option<String>,
     pub phase: Option<String>,
@@ -200,162 +171,120 @@ pub struct InitStart {
     pub runtime_version_arn: Option<String>,
     pub instance_id: Option<String>,
     /// MB; documented as a string for restoreStart, a number elsewhere: both accepted.
-    #[serde(default, deserialize_with = "opt_u64")]
     pub instance_max_memory: Option<u64>,
     pub tracing: Option<TraceContext>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// `platform.initRuntimeDone` and `platform.restoreRuntimeDone`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseDone {
     pub initialization_type: Option<String>,
     pub phase: Option<String>,
     pub status: Option<Status>,
     pub error_type: Option<String>,
-    #[serde(default)]
     pub spans: Vec<Span>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// `platform.initReport` and `platform.restoreReport`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseReport {
     pub initialization_type: Option<String>,
     pub phase: Option<String>,
     pub status: Option<Status>,
     pub error_type: Option<String>,
-    #[serde(default)]
     pub metrics: PhaseMetrics,
-    #[serde(default)]
     pub spans: Vec<Span>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseMetrics {
-    #[serde(default, deserialize_with = "opt_f64")]
     pub duration_ms: Option<f64>,
     /// Logs API, SnapStart only.
-    #[serde(default, deserialize_with = "opt_u64")]
     pub billed_duration_ms: Option<u64>,
 }
 
 /// `platform.start`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Start {
     pub request_id: String,
     pub version: Option<String>,
     pub function_arn: Option<String>,
     pub tenant_id: Option<String>,
     pub tracing: Option<TraceContext>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// `platform.runtimeDone`: the runtime finished the invocation (it called /next).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuntimeDone {
     pub request_id: String,
     pub status: Option<Status>,
     pub error_type: Option<String>,
-    #[serde(default)]
     pub metrics: RuntimeDoneMetrics,
-    #[serde(default)]
     pub spans: Vec<Span>,
     pub tracing: Option<TraceContext>,
     pub tenant_id: Option<String>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuntimeDoneMetrics {
-    #[serde(default, deserialize_with = "opt_f64")]
     pub duration_ms: Option<f64>,
-    #[serde(default, deserialize_with = "opt_u64")]
     pub produced_bytes: Option<u64>,
 }
 
 /// `platform.report`: what the invocation cost. Arrives after every extension called /next.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     pub request_id: String,
     pub status: Option<Status>,
     pub error_type: Option<String>,
-    #[serde(default)]
     pub metrics: ReportMetrics,
-    #[serde(default)]
     pub spans: Vec<Span>,
     pub tracing: Option<TraceContext>,
     pub tenant_id: Option<String>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// On Managed Instances only `duration_ms` is present.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReportMetrics {
-    #[serde(default, deserialize_with = "opt_f64")]
     pub duration_ms: Option<f64>,
-    #[serde(default, deserialize_with = "opt_u64")]
     pub billed_duration_ms: Option<u64>,
-    #[serde(default, rename = "memorySizeMB", deserialize_with = "opt_u64")]
     pub memory_size_mb: Option<u64>,
-    #[serde(default, rename = "maxMemoryUsedMB", deserialize_with = "opt_u64")]
     pub max_memory_used_mb: Option<u64>,
-    #[serde(default, deserialize_with = "opt_f64")]
     pub init_duration_ms: Option<f64>,
-    #[serde(default, deserialize_with = "opt_f64")]
     pub restore_duration_ms: Option<f64>,
 }
 
 /// `platform.extension`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExtensionState {
     pub name: Option<String>,
     pub state: Option<String>,
-    #[serde(default)]
     pub events: Vec<String>,
     pub error_type: Option<String>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// `platform.telemetrySubscription` and (Logs API) `platform.logsSubscription`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Subscription {
     pub name: Option<String>,
     pub state: Option<String>,
-    #[serde(default)]
     pub types: Vec<String>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// `platform.logsDropped`: Lambda dropped records because the consumer was too slow.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogsDropped {
-    #[serde(default, deserialize_with = "opt_u64")]
     pub dropped_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "opt_u64")]
     pub dropped_records: Option<u64>,
     pub reason: Option<String>,
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
@@ -790,7 +719,7 @@ fn decode_event(
     time: Option<Text<'_>>,
     kind: &str,
     record: Option<(LogRecord, usize)>,
-    mut extra: u32,
+    extra: u32,
 ) -> Element {
     let ty = EventType::from_name(kind)
         .ok_or_else(|| DecodeError::UnknownType(kind.chars().take(100).collect()))?;
@@ -832,7 +761,6 @@ fn decode_event(
         source,
     };
     let value = match record {
-        LogRecord::Json(v) => v,
         LogRecord::Text(t) if ty == EventType::Fault => {
             return Ok((
                 ty,
@@ -843,49 +771,42 @@ fn decode_event(
                 extra,
             ));
         }
-        LogRecord::Text(t) => Value::String(t),
+        LogRecord::Text(_) => return Err(err(invalid("record", "an object"))),
+        LogRecord::Json(v) => v,
     };
-    macro_rules! platform {
-        ($variant:ident, $t:ty) => {{
-            let r = <$t>::deserialize(&value).map_err(err)?;
-            extra = extra.saturating_add(r.extra.unknown_fields);
-            Platform::$variant(r)
-        }};
-    }
+    let mut f = Fields::of(&value).map_err(err)?;
     let kind = match ty {
-        // A fault's string record was taken above, so this is the error for any other value;
-        // log types returned before.
+        // A fault's string record was taken above, so this is any other value; log types
+        // returned before.
         EventType::Function | EventType::ExtensionLog | EventType::Fault => {
-            let r = String::deserialize(&value).map_err(err)?;
-            Platform::Fault(r)
+            return Err(err(invalid("record", "a string")));
         }
-        EventType::InitStart => platform!(InitStart, InitStart),
-        EventType::InitRuntimeDone => platform!(InitRuntimeDone, PhaseDone),
-        EventType::InitReport => platform!(InitReport, PhaseReport),
-        EventType::Start => platform!(Start, Start),
-        EventType::RuntimeDone => platform!(RuntimeDone, RuntimeDone),
-        EventType::Report => platform!(Report, Report),
-        EventType::RestoreStart => platform!(RestoreStart, InitStart),
-        EventType::RestoreRuntimeDone => platform!(RestoreRuntimeDone, PhaseDone),
-        EventType::RestoreReport => platform!(RestoreReport, PhaseReport),
-        EventType::Extension => platform!(Extension, ExtensionState),
-        EventType::TelemetrySubscription => platform!(TelemetrySubscription, Subscription),
-        EventType::LogsSubscription => platform!(LogsSubscription, Subscription),
-        EventType::LogsDropped => platform!(LogsDropped, LogsDropped),
-        EventType::End => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct End {
-                request_id: String,
-                #[serde(flatten)]
-                extra: Extra,
-            }
-            let r = End::deserialize(&value).map_err(err)?;
-            extra = extra.saturating_add(r.extra.unknown_fields);
-            Platform::End {
-                request_id: r.request_id,
-            }
+        EventType::InitStart => Platform::InitStart(InitStart::read(&mut f).map_err(err)?),
+        EventType::InitRuntimeDone => {
+            Platform::InitRuntimeDone(PhaseDone::read(&mut f).map_err(err)?)
         }
+        EventType::InitReport => Platform::InitReport(PhaseReport::read(&mut f).map_err(err)?),
+        EventType::Start => Platform::Start(Start::read(&mut f).map_err(err)?),
+        EventType::RuntimeDone => Platform::RuntimeDone(RuntimeDone::read(&mut f).map_err(err)?),
+        EventType::Report => Platform::Report(Report::read(&mut f).map_err(err)?),
+        EventType::RestoreStart => Platform::RestoreStart(InitStart::read(&mut f).map_err(err)?),
+        EventType::RestoreRuntimeDone => {
+            Platform::RestoreRuntimeDone(PhaseDone::read(&mut f).map_err(err)?)
+        }
+        EventType::RestoreReport => {
+            Platform::RestoreReport(PhaseReport::read(&mut f).map_err(err)?)
+        }
+        EventType::Extension => Platform::Extension(ExtensionState::read(&mut f).map_err(err)?),
+        EventType::TelemetrySubscription => {
+            Platform::TelemetrySubscription(Subscription::read(&mut f).map_err(err)?)
+        }
+        EventType::LogsSubscription => {
+            Platform::LogsSubscription(Subscription::read(&mut f).map_err(err)?)
+        }
+        EventType::LogsDropped => Platform::LogsDropped(LogsDropped::read(&mut f).map_err(err)?),
+        EventType::End => Platform::End {
+            request_id: f.required_str("requestId").map_err(err)?,
+        },
     };
     Ok((
         ty,
@@ -893,59 +814,286 @@ fn decode_event(
             time: time.map(Text::into_owned),
             kind,
         })),
-        extra,
+        extra.saturating_add(f.unknown()),
     ))
 }
 
-/// A JSON number (integer or float) or a numeric string; `null` is `None`.
-pub(crate) fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    d.deserialize_any(LenientNumber)
-        .map(|n| n.filter(|v| v.is_finite()))
+/// Why a field could not be read.
+type FieldResult<T> = Result<T, serde_json::Error>;
+
+fn invalid(key: &str, want: &str) -> serde_json::Error {
+    de::Error::custom(format_args!("`{key}` is not {want}"))
 }
 
-/// Like [`opt_f64`], rounded to a whole non-negative number.
-pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = d.deserialize_any(LenientNumber)?;
-    match v {
-        None => Ok(None),
-        Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.round() as u64)),
-        Some(f) => Err(de::Error::custom(format_args!(
-            "{f} is not a non-negative number"
-        ))),
+/// One object of an already-parsed record (or answer), read field by field by name; the keys
+/// never asked for are its unknown fields. Lenient the way the platform needs: `null` is an
+/// absent field, numbers may be floats or numeric strings; a field of the wrong type is an error.
+pub(crate) struct Fields<'v> {
+    map: &'v Map<String, Value>,
+    /// Keys asked for and present.
+    known: usize,
+}
+
+impl<'v> Fields<'v> {
+    pub(crate) fn of(v: &'v Value) -> FieldResult<Self> {
+        match v {
+            Value::Object(map) => Ok(Fields { map, known: 0 }),
+            _ => Err(de::Error::custom("not an object")),
+        }
+    }
+
+    /// The value of `key` when present and not null.
+    fn get(&mut self, key: &str) -> Option<&'v Value> {
+        let v = self.map.get(key)?;
+        self.known += 1;
+        (!v.is_null()).then_some(v)
+    }
+
+    pub(crate) fn str(&mut self, key: &str) -> FieldResult<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(key, "a string")),
+        }
+    }
+
+    pub(crate) fn required_str(&mut self, key: &'static str) -> FieldResult<String> {
+        self.str(key)?.ok_or_else(|| de::Error::missing_field(key))
+    }
+
+    /// A JSON number or a numeric string; a non-finite one (`"NaN"`) is absent.
+    pub(crate) fn f64(&mut self, key: &str) -> FieldResult<Option<f64>> {
+        Ok(self.number(key)?.filter(|v| v.is_finite()))
+    }
+
+    /// Like [`Fields::f64`], rounded to a whole non-negative number; anything else is an error.
+    pub(crate) fn u64(&mut self, key: &str) -> FieldResult<Option<u64>> {
+        match self.number(key)? {
+            None => Ok(None),
+            Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.round() as u64)),
+            Some(_) => Err(invalid(key, "a non-negative number")),
+        }
+    }
+
+    fn number(&mut self, key: &str) -> FieldResult<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .map(Some)
+                .map_err(|_| invalid(key, "a number")),
+            Some(_) => Err(invalid(key, "a number")),
+        }
+    }
+
+    /// A nested object; its unknown fields are not counted.
+    pub(crate) fn object(&mut self, key: &str) -> FieldResult<Option<Fields<'v>>> {
+        self.get(key)
+            .map(|v| Fields::of(v).map_err(|_| invalid(key, "an object")))
+            .transpose()
+    }
+
+    fn array(&mut self, key: &str) -> FieldResult<&'v [Value]> {
+        match self.get(key) {
+            None => Ok(&[]),
+            Some(Value::Array(a)) => Ok(a),
+            Some(_) => Err(invalid(key, "an array")),
+        }
+    }
+
+    fn strings(&mut self, key: &str) -> FieldResult<Vec<String>> {
+        self.array(key)?
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(invalid(key, "an array of strings")),
+            })
+            .collect()
+    }
+
+    fn status(&mut self) -> FieldResult<Option<Status>> {
+        Ok(self.str("status")?.map(|s| Status::parse(&s)))
+    }
+
+    fn spans(&mut self) -> FieldResult<Vec<Span>> {
+        self.array("spans")?
+            .iter()
+            .map(|v| {
+                let mut f = Fields::of(v).map_err(|_| invalid("spans", "an array of objects"))?;
+                Ok(Span {
+                    name: f.required_str("name")?,
+                    start: f.str("start")?,
+                    duration_ms: f.f64("durationMs")?,
+                })
+            })
+            .collect()
+    }
+
+    fn tracing(&mut self) -> FieldResult<Option<TraceContext>> {
+        let Some(mut f) = self.object("tracing")? else {
+            return Ok(None);
+        };
+        Ok(Some(TraceContext {
+            span_id: f.str("spanId")?,
+            kind: f.str("type")?,
+            value: f.str("value")?,
+        }))
+    }
+
+    /// Keys of this object that were never asked for.
+    pub(crate) fn unknown(&self) -> u32 {
+        u32::try_from(self.map.len().saturating_sub(self.known)).unwrap_or(u32::MAX)
+    }
+
+    fn extra(&self) -> Extra {
+        Extra {
+            unknown_fields: self.unknown(),
+        }
     }
 }
 
-struct LenientNumber;
+impl InitStart {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        Ok(InitStart {
+            initialization_type: f.str("initializationType")?,
+            phase: f.str("phase")?,
+            function_name: f.str("functionName")?,
+            function_version: f.str("functionVersion")?,
+            function_arn: f.str("functionArn")?,
+            runtime_version: f.str("runtimeVersion")?,
+            runtime_version_arn: f.str("runtimeVersionArn")?,
+            instance_id: f.str("instanceId")?,
+            instance_max_memory: f.u64("instanceMaxMemory")?,
+            tracing: f.tracing()?,
+            extra: f.extra(),
+        })
+    }
+}
 
-impl<'de> Visitor<'de> for LenientNumber {
-    type Value = Option<f64>;
+impl PhaseDone {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        Ok(PhaseDone {
+            initialization_type: f.str("initializationType")?,
+            phase: f.str("phase")?,
+            status: f.status()?,
+            error_type: f.str("errorType")?,
+            spans: f.spans()?,
+            extra: f.extra(),
+        })
+    }
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a number")
+impl PhaseReport {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        let mut metrics = PhaseMetrics::default();
+        if let Some(mut m) = f.object("metrics")? {
+            metrics.duration_ms = m.f64("durationMs")?;
+            metrics.billed_duration_ms = m.u64("billedDurationMs")?;
+        }
+        Ok(PhaseReport {
+            initialization_type: f.str("initializationType")?,
+            phase: f.str("phase")?,
+            status: f.status()?,
+            error_type: f.str("errorType")?,
+            metrics,
+            spans: f.spans()?,
+            extra: f.extra(),
+        })
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(v as f64))
+}
+
+impl Start {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        Ok(Start {
+            request_id: f.required_str("requestId")?,
+            version: f.str("version")?,
+            function_arn: f.str("functionArn")?,
+            tenant_id: f.str("tenantId")?,
+            tracing: f.tracing()?,
+            extra: f.extra(),
+        })
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(v as f64))
+}
+
+impl RuntimeDone {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        let mut metrics = RuntimeDoneMetrics::default();
+        if let Some(mut m) = f.object("metrics")? {
+            metrics.duration_ms = m.f64("durationMs")?;
+            metrics.produced_bytes = m.u64("producedBytes")?;
+        }
+        Ok(RuntimeDone {
+            request_id: f.required_str("requestId")?,
+            status: f.status()?,
+            error_type: f.str("errorType")?,
+            metrics,
+            spans: f.spans()?,
+            tracing: f.tracing()?,
+            tenant_id: f.str("tenantId")?,
+            extra: f.extra(),
+        })
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(v))
+}
+
+impl Report {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        let mut metrics = ReportMetrics::default();
+        if let Some(mut m) = f.object("metrics")? {
+            metrics = ReportMetrics {
+                duration_ms: m.f64("durationMs")?,
+                billed_duration_ms: m.u64("billedDurationMs")?,
+                memory_size_mb: m.u64("memorySizeMB")?,
+                max_memory_used_mb: m.u64("maxMemoryUsedMB")?,
+                init_duration_ms: m.f64("initDurationMs")?,
+                restore_duration_ms: m.f64("restoreDurationMs")?,
+            };
+        }
+        Ok(Report {
+            request_id: f.required_str("requestId")?,
+            status: f.status()?,
+            error_type: f.str("errorType")?,
+            metrics,
+            spans: f.spans()?,
+            tracing: f.tracing()?,
+            tenant_id: f.str("tenantId")?,
+            extra: f.extra(),
+        })
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        v.trim()
-            .parse::<f64>()
-            .map(Some)
-            .map_err(|_| E::custom(format_args!("{v:?} is not a number")))
+}
+
+impl ExtensionState {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        Ok(ExtensionState {
+            name: f.str("name")?,
+            state: f.str("state")?,
+            events: f.strings("events")?,
+            error_type: f.str("errorType")?,
+            extra: f.extra(),
+        })
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+}
+
+impl Subscription {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        Ok(Subscription {
+            name: f.str("name")?,
+            state: f.str("state")?,
+            types: f.strings("types")?,
+            extra: f.extra(),
+        })
     }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(LenientNumber)
+}
+
+impl LogsDropped {
+    fn read(f: &mut Fields<'_>) -> FieldResult<Self> {
+        Ok(LogsDropped {
+            dropped_bytes: f.u64("droppedBytes")?,
+            dropped_records: f.u64("droppedRecords")?,
+            reason: f.str("reason")?,
+            extra: f.extra(),
+        })
     }
 }
 
@@ -1357,6 +1505,64 @@ mod tests {
         assert_eq!(s.malformed_events, 4);
         assert_eq!(s.unknown_fields, 3);
         assert_eq!(s.events.get("platform.start"), Some(&2));
+    }
+
+    #[test]
+    fn record_fields_are_read_leniently_and_checked() {
+        // null is an absent field (a known one, not counted); nested unknowns are not counted;
+        // a numeric string is a number; a non-finite duration is absent.
+        let p = platform(
+            r#"{"time":"t","type":"platform.report","record":{"requestId":"r","status":null,"tenantId":null,
+              "metrics":{"durationMs":"NaN","billedDurationMs":" 3 ","newMetric":1},
+              "spans":[{"name":"s","durationMs":"2.5","more":true}],"tracing":{"type":"X","future":1},"future":{}}}"#,
+        );
+        let Platform::Report(r) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(r.status, None);
+        assert_eq!(r.metrics.duration_ms, None);
+        assert_eq!(r.metrics.billed_duration_ms, Some(3));
+        assert_eq!(r.spans[0].duration_ms, Some(2.5));
+        assert_eq!(r.tracing.and_then(|t| t.kind).as_deref(), Some("X"));
+        assert_eq!(r.extra.unknown_fields, 1);
+
+        // A known field of the wrong type costs its event only.
+        for record in [
+            r#"{"requestId":5}"#,
+            r#"{"requestId":"r","status":1}"#,
+            r#"{"requestId":"r","metrics":[]}"#,
+            r#"{"requestId":"r","metrics":{"billedDurationMs":-1}}"#,
+            r#"{"requestId":"r","spans":[{"start":"t"}]}"#,
+            r#"{"requestId":"r","spans":{}}"#,
+            r#"{"requestId":"r","tracing":"x"}"#,
+            r#"{"requestId":null}"#,
+            r#"[1]"#,
+        ] {
+            let (events, s) = one(&format!(
+                r#"{{"time":"t","type":"platform.report","record":{record}}}"#
+            ));
+            assert!(events.is_empty(), "{record}");
+            assert_eq!(s.malformed_events, 1, "{record}");
+        }
+        let (events, s) = one(
+            r#"{"time":"t","type":"platform.telemetrySubscription","record":{"types":["platform",1]}}"#,
+        );
+        assert!(events.is_empty());
+        assert_eq!(s.malformed_events, 1);
+        let (events, s) = one(r#"{"time":"t","type":"platform.fault","record":{"a":1}}"#);
+        assert!(events.is_empty());
+        assert_eq!(s.malformed_events, 1);
+    }
+
+    #[test]
+    fn end_counts_its_unknown_fields() {
+        let (events, s) =
+            one(r#"{"time":"t","type":"platform.end","record":{"requestId":"r","a":1,"b":null}}"#);
+        assert!(matches!(
+            events.as_slice(),
+            [Event::Platform(p)] if matches!(&p.kind, Platform::End { request_id } if request_id == "r")
+        ));
+        assert_eq!(s.unknown_fields, 2);
     }
 
     #[test]

@@ -123,12 +123,15 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let events = EventType::ALL
-            .into_iter()
-            .zip(&self.events)
-            .map(|(t, n)| (t.name(), n.load(Relaxed)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        // Inserted one by one: `collect()` into a BTreeMap sorts first, with a sort's code.
+        let mut events = BTreeMap::new();
+        events.extend(
+            EventType::ALL
+                .into_iter()
+                .zip(&self.events)
+                .map(|(t, n)| (t.name(), n.load(Relaxed)))
+                .filter(|(_, n)| *n > 0),
+        );
         StatsSnapshot {
             events,
             batches: self.batches.load(Relaxed),

@@ -532,6 +532,33 @@ fn crash_is_a_failure_and_the_next_invocation_works() {
     assert_eq!(reasons, ["failure", "spindown"]);
 }
 
+/// An extension still busy with the crashed invocation when the environment resets gets the
+/// SHUTDOWN (reason `failure`) at its next `/next`, as on Lambda, not a refusal.
+#[test]
+fn busy_extension_gets_the_shutdown_of_a_crash_reset() {
+    let dir = std::env::temp_dir().join(format!("loupe-local-busy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let payloads = dir.join("crash.jsonl");
+    std::fs::write(&payloads, "{\"crash\": true}\n").unwrap();
+    let r = run(
+        "busy",
+        &["--payloads", payloads.to_str().unwrap()],
+        &[("LOUPE_TEST_BUSY_UNTIL_REPORT", "1")],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(r.statuses(), ["failure"], "{}", r.stderr);
+    let refused: Vec<&Value> = r.of_kind("next-error");
+    assert!(refused.is_empty(), "{refused:?}\n{}", r.stderr);
+    let reasons: Vec<&str> = r
+        .events()
+        .iter()
+        .filter_map(|e| e["shutdownReason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["failure"], "{}", r.stderr);
+    let ext = &r.report["extensions"][0];
+    assert_eq!(ext["exitCode"], 0, "{ext}");
+}
+
 #[test]
 fn managed_instances_refuse_invoke_and_logs() {
     let r = run(

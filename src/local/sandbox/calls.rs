@@ -283,6 +283,14 @@ impl Sandbox {
             }
         };
         let e = &mut self.env.extensions[i];
+        // A SHUTDOWN queued while the extension was busy (it was not waiting in /next when the
+        // environment began to shut down) is what this /next gets, as on Lambda; only a /next
+        // after the SHUTDOWN was handed over is refused.
+        if let Some((_, q)) = e.queued.take_if(|(shutdown, _)| *shutdown) {
+            e.shutdown_sent_at.get_or_insert_with(Instant::now);
+            let _ = reply.send(q);
+            return;
+        }
         if e.shutdown_sent_at.is_some() || e.error.is_some() {
             let r = Reply::error(
                 403,

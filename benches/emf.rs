@@ -15,7 +15,8 @@ use divan::{Bencher, black_box};
 use loupe::emf::{self, ParseOptions, Record, Verdict};
 use serde_json::Value;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/emf/");
+#[path = "support/workload.rs"]
+mod workload;
 
 const OPTS: ParseOptions = ParseOptions {
     now_ms: 1_795_497_900_000,
@@ -30,55 +31,21 @@ fn main() {
 
 /// Every line of the four generator captures that parses as EMF.
 fn emf_lines() -> Vec<String> {
-    let files = [
-        "aws-embedded-metrics-python_3.5.0.jsonl",
-        "aws-embedded-metrics-node_4.2.1.jsonl",
-        "aws-lambda-powertools-python_3.37.0.jsonl",
-        "powertools-lambda-typescript-metrics_2.36.0.jsonl",
-    ];
-    let mut lines = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(format!("{DIR}{f}")).expect("fixture");
-        for l in text.lines() {
-            if matches!(emf::parse(Record::Text(l), &OPTS), Verdict::Emf(_)) {
-                lines.push(l.to_owned());
-            }
-        }
-    }
+    let lines: Vec<String> = workload::generator_lines()
+        .into_iter()
+        .filter(|l| matches!(emf::parse(Record::Text(l), &OPTS), Verdict::Emf(_)))
+        .collect();
     assert!(lines.len() > 40, "only {} EMF lines", lines.len());
     lines
 }
 
+/// The shared plain lines, cycled to the count of a round of EMF lines.
 fn plain_lines() -> Vec<String> {
-    let id = "3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab";
-    let mut lines = vec![
-        format!("START RequestId: {id} Version: $LATEST"),
-        format!("END RequestId: {id}"),
-        format!(
-            "REPORT RequestId: {id}\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 71 MB\tInit Duration: 187.20 ms"
-        ),
-        format!(
-            "2026-11-24T05:21:04.582Z\t{id}\tINFO\tProcessing order 12345 for customer acme-corp"
-        ),
-        format!(
-            "2026-11-24T05:21:04.583Z\t{id}\tERROR\tInvoke Error {{\"errorType\":\"TypeError\",\"errorMessage\":\"x is undefined\"}}"
-        ),
-        format!(
-            "[INFO]\t2026-11-24T05:21:04.996Z\t{id}\tFound credentials in environment variables."
-        ),
-        format!(
-            "{{\"timestamp\":\"2026-11-24T05:21:04.806Z\",\"level\":\"INFO\",\"requestId\":\"{id}\",\"message\":\"order placed\",\"orderId\":\"o-991\",\"durationMs\":12}}"
-        ),
-        "{\"level\":\"debug\",\"msg\":\"cache miss\",\"key\":\"user:42\",\"ttl\":300}".to_owned(),
-        "GET /orders/12345 200 12ms - 1.2kb".to_owned(),
-    ];
-    // Same count as a round of EMF lines, cycling through the shapes.
-    let base = lines.clone();
-    while lines.len() < 50 {
-        lines.extend(base.iter().cloned());
-    }
-    lines.truncate(50);
-    lines
+    workload::plain_lines()
+        .into_iter()
+        .cycle()
+        .take(50)
+        .collect()
 }
 
 #[divan::bench]

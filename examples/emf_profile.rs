@@ -28,7 +28,7 @@ use serde_json::Value;
 
 #[path = "../benches/support/workload.rs"]
 mod workload;
-use workload::{FIXTURES, GENERATOR_FILES, emf_lines, options};
+use workload::{emf_lines, generator_lines, options, plain_lines};
 
 /// The system allocator, counting allocations (reallocations included) while `COUNTING` is
 /// set: in the `allocs` mode only, so the other modes pay one plain load per allocation.
@@ -110,33 +110,6 @@ fn allocs(opts: &ParseOptions, rounds: usize) {
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/emf_line/");
 
-/// Every line of the generator captures.
-fn fixture_lines() -> Vec<String> {
-    let mut lines = Vec::new();
-    for f in GENERATOR_FILES {
-        let Ok(text) = std::fs::read_to_string(format!("{FIXTURES}{f}")) else {
-            eprintln!("missing fixture {f}");
-            std::process::exit(2);
-        };
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    lines
-}
-
-fn plain_lines() -> Vec<String> {
-    let id = "3f1c6b6e-1a2b-4c3d-9e8f-0123456789ab";
-    vec![
-        format!("START RequestId: {id} Version: $LATEST"),
-        format!("END RequestId: {id}"),
-        format!(
-            "REPORT RequestId: {id}\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 71 MB"
-        ),
-        format!("2026-11-24T05:21:04.582Z\t{id}\tINFO\tProcessing order 12345 for customer acme"),
-        format!("[INFO]\t2026-11-24T05:21:04.996Z\t{id}\tFound credentials in environment."),
-        "{\"level\":\"debug\",\"msg\":\"cache miss\",\"key\":\"user:42\",\"ttl\":300}".to_owned(),
-    ]
-}
-
 /// The thread's CPU time, in ns.
 fn cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
@@ -206,7 +179,7 @@ fn main() {
     if args.get(3).is_some_and(|a| a == "hot") {
         lines.extend(emf_lines(10_000, 500));
     } else {
-        lines.extend(fixture_lines());
+        lines.extend(generator_lines());
         lines.extend(emf_lines(1_000, 100));
     }
     let emf_only: Vec<String> = lines
@@ -286,7 +259,7 @@ fn main() {
             println!("{} lines", plain.len() * rounds);
         }
         "verdicts" => {
-            for l in fixture_lines() {
+            for l in generator_lines() {
                 println!("{:?}", emf::parse(Record::Text(&l), &opts));
             }
             let Ok(dir) = std::fs::read_dir(CORPUS) else {

@@ -551,40 +551,77 @@ impl Pipeline {
 
     fn take_counters(&mut self, out: &mut Vec<Counter>) {
         let c = std::mem::take(&mut self.counts);
-        let mut add = |counter: Counter| {
-            if counter.value > 0 {
-                out.push(counter);
-            }
-        };
-        add(Counter::new("loupe.log.lines", c.lines));
-        add(Counter::new("loupe.log.bytes", c.bytes));
-        add(Counter::new("loupe.log.extension_lines", c.extension_lines));
-        add(Counter::new("loupe.emf.accepted", c.emf_accepted));
+        let reason = |r: &'static str| [("reason", r)];
+        push_counter(out, "loupe.log.lines", c.lines, &[]);
+        push_counter(out, "loupe.log.bytes", c.bytes, &[]);
+        push_counter(out, "loupe.log.extension_lines", c.extension_lines, &[]);
+        push_counter(out, "loupe.emf.accepted", c.emf_accepted, &[]);
         for (r, (&rejected, &warned)) in Reason::ALL.iter().zip(c.rejected.iter().zip(&c.warnings))
         {
-            add(Counter::new("loupe.emf.rejected", rejected).with("reason", r.as_str()));
-            add(Counter::new("loupe.emf.warnings", warned).with("reason", r.as_str()));
+            push_counter(out, "loupe.emf.rejected", rejected, &reason(r.as_str()));
+            push_counter(out, "loupe.emf.warnings", warned, &reason(r.as_str()));
         }
-        add(Counter::new("loupe.events.dropped", c.dropped_count).with("reason", "count"));
-        add(Counter::new("loupe.events.dropped", c.dropped_bytes).with("reason", "bytes"));
-        add(Counter::new("loupe.events.truncated", c.truncated));
-        add(Counter::new("loupe.spans.dropped", c.spans_dropped).with("reason", "count"));
+        push_counter(
+            out,
+            "loupe.events.dropped",
+            c.dropped_count,
+            &reason("count"),
+        );
+        push_counter(
+            out,
+            "loupe.events.dropped",
+            c.dropped_bytes,
+            &reason("bytes"),
+        );
+        push_counter(out, "loupe.events.truncated", c.truncated, &[]);
+        push_counter(
+            out,
+            "loupe.spans.dropped",
+            c.spans_dropped,
+            &reason("count"),
+        );
 
         let refused = self.aggregator.take_refused();
-        for (name, n) in refused.series_cap {
-            add(Counter::new("loupe.series.refused", n)
-                .with("reason", "series_cap")
-                .with("metric", name));
+        for (name, n) in &refused.series_cap {
+            push_counter(
+                out,
+                "loupe.series.refused",
+                *n,
+                &[("reason", "series_cap"), ("metric", name)],
+            );
         }
-        add(
-            Counter::new("loupe.series.refused", refused.series_cap_other)
-                .with("reason", "series_cap"),
+        let cap = refused.series_cap_other;
+        push_counter(out, "loupe.series.refused", cap, &reason("series_cap"));
+        let budget = refused.key_budget;
+        push_counter(out, "loupe.series.refused", budget, &reason("key_budget"));
+        let invalid = refused.invalid_samples;
+        push_counter(
+            out,
+            "loupe.series.refused",
+            invalid,
+            &reason("invalid_samples"),
         );
-        add(Counter::new("loupe.series.refused", refused.key_budget).with("reason", "key_budget"));
-        add(
-            Counter::new("loupe.series.refused", refused.invalid_samples)
-                .with("reason", "invalid_samples"),
-        );
+    }
+}
+
+/// Adds one counter to `out` if it counted anything. Out of line: one call per counter name,
+/// with the attributes as a slice, keeps the drain's code small.
+#[inline(never)]
+fn push_counter(
+    out: &mut Vec<Counter>,
+    name: &'static str,
+    value: u64,
+    attributes: &[(&'static str, &str)],
+) {
+    if value > 0 {
+        out.push(Counter {
+            name,
+            attributes: attributes
+                .iter()
+                .map(|&(k, v)| (k, v.to_string()))
+                .collect(),
+            value,
+        });
     }
 }
 

@@ -1360,6 +1360,17 @@ mod tests {
         let b = p.drain(Drained::default());
         assert_eq!(b.series.len(), 1);
         assert_eq!(counter(&b, "loupe.series.refused", Some("series_cap")), 1);
+        let refused: Vec<_> = b
+            .counters
+            .iter()
+            .filter(|c| c.name == "loupe.series.refused")
+            .collect();
+        assert_eq!(refused.len(), 1, "zero counters are left out: {refused:?}");
+        let want = [
+            ("reason", "series_cap".to_string()),
+            ("metric", "B".to_string()),
+        ];
+        assert_eq!(refused[0].attributes, want);
         assert_eq!(b.events.len(), 2, "the refused line's event still goes");
     }
 

@@ -552,29 +552,29 @@ impl Pipeline {
     fn take_counters(&mut self, out: &mut Vec<Counter>) {
         let c = std::mem::take(&mut self.counts);
         let reason = |r: &'static str| [("reason", r)];
-        push_counter(out, "loupe.log.lines", c.lines, &[]);
-        push_counter(out, "loupe.log.bytes", c.bytes, &[]);
-        push_counter(out, "loupe.log.extension_lines", c.extension_lines, &[]);
-        push_counter(out, "loupe.emf.accepted", c.emf_accepted, &[]);
+        Counter::push_nonzero(out, "loupe.log.lines", c.lines, &[]);
+        Counter::push_nonzero(out, "loupe.log.bytes", c.bytes, &[]);
+        Counter::push_nonzero(out, "loupe.log.extension_lines", c.extension_lines, &[]);
+        Counter::push_nonzero(out, "loupe.emf.accepted", c.emf_accepted, &[]);
         for (r, (&rejected, &warned)) in Reason::ALL.iter().zip(c.rejected.iter().zip(&c.warnings))
         {
-            push_counter(out, "loupe.emf.rejected", rejected, &reason(r.as_str()));
-            push_counter(out, "loupe.emf.warnings", warned, &reason(r.as_str()));
+            Counter::push_nonzero(out, "loupe.emf.rejected", rejected, &reason(r.as_str()));
+            Counter::push_nonzero(out, "loupe.emf.warnings", warned, &reason(r.as_str()));
         }
-        push_counter(
+        Counter::push_nonzero(
             out,
             "loupe.events.dropped",
             c.dropped_count,
             &reason("count"),
         );
-        push_counter(
+        Counter::push_nonzero(
             out,
             "loupe.events.dropped",
             c.dropped_bytes,
             &reason("bytes"),
         );
-        push_counter(out, "loupe.events.truncated", c.truncated, &[]);
-        push_counter(
+        Counter::push_nonzero(out, "loupe.events.truncated", c.truncated, &[]);
+        Counter::push_nonzero(
             out,
             "loupe.spans.dropped",
             c.spans_dropped,
@@ -583,7 +583,7 @@ impl Pipeline {
 
         let refused = self.aggregator.take_refused();
         for (name, n) in &refused.series_cap {
-            push_counter(
+            Counter::push_nonzero(
                 out,
                 "loupe.series.refused",
                 *n,
@@ -591,37 +591,16 @@ impl Pipeline {
             );
         }
         let cap = refused.series_cap_other;
-        push_counter(out, "loupe.series.refused", cap, &reason("series_cap"));
+        Counter::push_nonzero(out, "loupe.series.refused", cap, &reason("series_cap"));
         let budget = refused.key_budget;
-        push_counter(out, "loupe.series.refused", budget, &reason("key_budget"));
+        Counter::push_nonzero(out, "loupe.series.refused", budget, &reason("key_budget"));
         let invalid = refused.invalid_samples;
-        push_counter(
+        Counter::push_nonzero(
             out,
             "loupe.series.refused",
             invalid,
             &reason("invalid_samples"),
         );
-    }
-}
-
-/// Adds one counter to `out` if it counted anything. Out of line: one call per counter name,
-/// with the attributes as a slice, keeps the drain's code small.
-#[inline(never)]
-fn push_counter(
-    out: &mut Vec<Counter>,
-    name: &'static str,
-    value: u64,
-    attributes: &[(&'static str, &str)],
-) {
-    if value > 0 {
-        out.push(Counter {
-            name,
-            attributes: attributes
-                .iter()
-                .map(|&(k, v)| (k, v.to_string()))
-                .collect(),
-            value,
-        });
     }
 }
 

@@ -12,12 +12,15 @@
 //! (`serde_json::from_str::<Value>` on the same lines), `plain` (parse of plain log lines),
 //! `aggregate` (aggregation alone of already parsed hotpath lines, drained every round, or once
 //! at the end with `keep`), `time` (CPU ns per line of parse, parse + aggregate, aggregation and
-//! serde_json on the hotpath lines), `verdicts` (print every fixture line's and every fuzz
-//! corpus file's verdict, to compare two builds) and `empty` (the setup alone, whose count is
-//! subtracted from the others). With `hot`, `emf`, `parse` and `serde` run on the hotpath lines
+//! serde_json on the hotpath lines), `allocs` (heap allocations per line of parse, parse +
+//! aggregate and serde_json on the hotpath lines, from a counting allocator), `verdicts` (print
+//! every fixture line's and every fuzz corpus file's verdict, to compare two builds) and `empty`
+//! (the setup alone, whose count is subtracted from the others). With `hot`, `emf`, `parse` and `serde` run on the hotpath lines
 //! alone (10,000 lines over 500 customers) instead of the fixtures plus 1,000 synthetic lines.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use loupe::aggregate::Aggregator;
 use loupe::emf::{self, ParseOptions, Record, Verdict};
@@ -26,6 +29,84 @@ use serde_json::Value;
 #[path = "../benches/support/workload.rs"]
 mod workload;
 use workload::{FIXTURES, GENERATOR_FILES, emf_lines, options};
+
+/// The system allocator, counting allocations (reallocations included) while `COUNTING` is
+/// set: in the `allocs` mode only, so the other modes pay one plain load per allocation.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn count_one() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` (or `realloc`) with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap allocations per line made by `f` over `lines` lines.
+fn per_line(lines: usize, f: impl FnOnce()) -> f64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    f();
+    COUNTING.store(false, Ordering::Relaxed);
+    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / lines.max(1) as f64
+}
+
+/// Allocations per line of parse alone, parse + aggregate and serde_json, on the hotpath lines.
+fn allocs(opts: &ParseOptions, rounds: usize) {
+    let lines = emf_lines(10_000, 500);
+    let n = lines.len() * rounds;
+    let parse = per_line(n, || {
+        for _ in 0..rounds {
+            for l in &lines {
+                black_box(emf::parse(Record::Text(black_box(l)), opts));
+            }
+        }
+    });
+    let mut agg = Aggregator::new(1_000);
+    let both = per_line(n, || {
+        for _ in 0..rounds {
+            for l in &lines {
+                if let Verdict::Emf(e) = emf::parse(Record::Text(black_box(l)), opts) {
+                    agg.add_line(&e);
+                }
+            }
+            black_box(agg.drain());
+        }
+    });
+    let serde = per_line(n, || {
+        for _ in 0..rounds {
+            for l in &lines {
+                black_box(serde_json::from_str::<Value>(black_box(l)).ok());
+            }
+        }
+    });
+    println!(
+        "allocations/line: parse {parse:.2}, parse+aggregate {both:.2}, serde Value {serde:.2}"
+    );
+}
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/emf_line/");
 
@@ -136,6 +217,7 @@ fn main() {
     match mode {
         "empty" => {}
         "time" => time(&opts, rounds),
+        "allocs" => allocs(&opts, rounds),
         "aggregate" => {
             // Aggregation alone, on the lines of `benches/hotpath.rs`.
             let lines = emf_lines(10_000, 500);
@@ -226,7 +308,9 @@ fn main() {
             }
         }
         other => {
-            eprintln!("unknown mode {other}: emf, serde, plain, verdicts or empty");
+            eprintln!(
+                "unknown mode {other}: emf, parse, serde, plain, aggregate, time, allocs, verdicts or empty"
+            );
             std::process::exit(2);
         }
     }

@@ -571,6 +571,9 @@ fn describe_emf(points: &[DataPoint<'_>], report: &mut String) {
         }
         report.push_str("} ");
         match &p.samples {
+            Samples::One(v) => {
+                let _ = write!(report, "value {v}");
+            }
             Samples::Values(v) if v.len() == 1 => {
                 let _ = write!(report, "value {}", v[0]);
             }

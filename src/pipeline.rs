@@ -698,6 +698,7 @@ fn truncate_at_char(s: &mut String, cap: usize) -> bool {
 /// `{Values, Counts}` and `{Max, Min, Sum, Count}` forms as the objects they were written as.
 fn samples_value(samples: &Samples) -> AttrValue {
     match samples {
+        Samples::One(v) => AttrValue::Float(*v),
         Samples::Values(v) => match v.as_slice() {
             [one] => AttrValue::Float(*one),
             many => AttrValue::Json(Value::from(many.to_vec())),

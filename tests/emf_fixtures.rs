@@ -250,8 +250,12 @@ fn point(
     }
 }
 
+/// Values seen once each, in the parser's form: `One` for a single value.
 fn values(v: &[f64]) -> Samples {
-    Samples::Values(v.to_vec())
+    match v {
+        [one] => Samples::One(*one),
+        _ => Samples::Values(v.to_vec()),
+    }
 }
 
 fn prop_keys(props: &[(String, Value)]) -> Vec<&str> {

@@ -120,8 +120,9 @@ fn check_line(name: &str, line: &EmfLine) {
             );
         }
         match &p.samples {
+            Samples::One(v) => assert!(v.is_finite(), "{name}"),
             Samples::Values(v) => {
-                assert!(!v.is_empty() && v.len() <= MAX_METRIC_VALUES, "{name}");
+                assert!(v.len() >= 2 && v.len() <= MAX_METRIC_VALUES, "{name}");
                 assert!(v.iter().all(|x| x.is_finite()), "{name}");
             }
             Samples::Weighted(v) => {
@@ -179,6 +180,7 @@ fn close(a: &Samples, b: &Samples) -> bool {
     let near =
         |x: f64, y: f64| x == y || (x - y).abs() <= x.abs().max(y.abs()) * f64::EPSILON * 4.0;
     match (a, b) {
+        (Samples::One(x), Samples::One(y)) => near(*x, *y),
         (Samples::Values(x), Samples::Values(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(&u, &v)| near(u, v))
         }

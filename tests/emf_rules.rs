@@ -100,7 +100,7 @@ fn valid_minimal_line() {
         ("App", "M", Unit::Count, 60)
     );
     assert_eq!(p.dimensions, vec![("S".into(), "svc".into())]);
-    assert_eq!(p.samples, Samples::Values(vec![12.5]));
+    assert_eq!(p.samples, Samples::One(12.5));
     assert!(l.warnings.is_empty());
     assert!(l.properties.is_empty());
 }
@@ -142,15 +142,9 @@ fn numbers_out_of_cloudwatch_range_are_not_numeric() {
     rejected(&one("1e400"), &[Reason::MetricValueNotNumeric]);
     rejected(&one("3e108"), &[Reason::MetricValueNotNumeric]);
     rejected(&one("1e-200"), &[Reason::MetricValueNotNumeric]);
-    assert_eq!(
-        samples(&accepted(&one("2e108"))),
-        [Samples::Values(vec![2e108])]
-    );
-    assert_eq!(samples(&accepted(&one("0"))), [Samples::Values(vec![0.0])]);
-    assert_eq!(
-        samples(&accepted(&one("-7"))),
-        [Samples::Values(vec![-7.0])]
-    );
+    assert_eq!(samples(&accepted(&one("2e108"))), [Samples::One(2e108)]);
+    assert_eq!(samples(&accepted(&one("0"))), [Samples::One(0.0)]);
+    assert_eq!(samples(&accepted(&one("-7"))), [Samples::One(-7.0)]);
 }
 
 #[test]
@@ -772,7 +766,7 @@ fn properties_and_duplicate_keys() {
     );
     let l = accepted(&line);
     // The last duplicate wins, for metrics and properties alike.
-    assert_eq!(samples(&l), [Samples::Values(vec![2.0])]);
+    assert_eq!(samples(&l), [Samples::One(2.0)]);
     let props: Vec<(&str, &Value)> = l.properties.iter().map(|(k, v)| (&**k, v)).collect();
     assert_eq!(
         props,

@@ -8,10 +8,14 @@
 //! At scale `s` the base is `b = 2^(2^-s)` and bucket `i` holds the magnitudes in
 //! `(b^i, b^(i+1)]` (upper bound inclusive, as the OTLP specification says). Zero has its own
 //! count; negative values are bucketed by magnitude in a second range that shares the scale.
-//! Indexes come from the bits of the f64 wherever that is exact: a power of two is placed by its
-//! exponent alone, at any scale, and at scale ≤ 0 every value is. Otherwise `log2` picks the
-//! bucket, clamped to the octave the exponent bits name, so a rounding error in `log2` can only
-//! move a value that lies within a few ulps of a bucket boundary to the neighbouring bucket.
+//! Indexes come from the bits of the f64. The exponent bits name the octave; at scale ≤ 0 that is
+//! all it takes (a power of two closes the bucket below it). At scales 1 to 5 the mantissa is
+//! compared with the 31 boundaries `2^(k/32)` inside an octave, each stored as the smallest
+//! mantissa above it (found with exact integer arithmetic), through a 64-entry table on the top
+//! six mantissa bits and one comparison: exact, with no `log2`. A scale below 5 takes the scale-5
+//! index shifted down, since its boundaries are a subset. Finer scales (only met in histograms
+//! rebuilt from OTLP) use `log2`, clamped to the octave, so a rounding error there can only move a
+//! value within a few ulps of a boundary to the neighbouring bucket.
 //!
 //! # Accuracy, and what it costs
 //! A value in bucket `i` is answered with the bucket's geometric midpoint `b^(i+1/2)`; the true
@@ -783,21 +787,28 @@ pub fn bucket_index(v: f64, scale: i32) -> i32 {
     let scale = scale.clamp(MIN_SCALE, FINEST_SCALE);
     let bits = v.to_bits();
     let exponent_bits = ((bits >> 52) & 0x7ff) as i32;
-    let mantissa = bits & ((1u64 << 52) - 1);
-    // floor(log2(v)) from the bits, and whether v is an exact power of two.
-    let (exp, power_of_two) = if exponent_bits == 0 {
+    let mut mantissa = bits & MANTISSA;
+    // floor(log2(v)) from the bits, and the mantissa of v normalised to [1, 2).
+    let exp = if exponent_bits == 0 {
         // Subnormal: v = mantissa · 2^-1074. (mantissa ≠ 0 because v > 0.)
         let top = 63 - mantissa.leading_zeros() as i32;
-        (top - 1074, mantissa.is_power_of_two())
+        mantissa = (mantissa << (52 - top)) & MANTISSA;
+        top - 1074
     } else {
-        (exponent_bits - 1023, mantissa == 0)
+        exponent_bits - 1023
     };
     if scale <= 0 {
         // Buckets at scale 0 are (2^i, 2^(i+1)]: a power of two closes the bucket below it.
-        let index = if power_of_two { exp - 1 } else { exp };
+        let index = if mantissa == 0 { exp - 1 } else { exp };
         return index >> -scale;
     }
-    if power_of_two {
+    if scale <= MAX_SCALE {
+        // The boundaries 2^(k/32), k = 0..32, that lie strictly below the value.
+        let entry = OCTAVE[(mantissa >> 46) as usize];
+        let below = (entry >> 53) as i32 + i32::from(mantissa >= entry & NEXT);
+        return ((exp << MAX_SCALE) + below - 1) >> (MAX_SCALE - scale);
+    }
+    if mantissa == 0 {
         return (exp << scale) - 1;
     }
     // Inside octave (2^exp, 2^(exp+1)) the buckets are exp·2^s .. (exp+1)·2^s − 1.
@@ -805,6 +816,82 @@ pub fn bucket_index(v: f64, scale: i32) -> i32 {
     let hi = ((exp + 1) << scale) - 1;
     let approx = (v.log2() * (1u64 << scale) as f64).floor();
     (approx as i32).clamp(lo, hi)
+}
+
+const MANTISSA: u64 = (1 << 52) - 1;
+
+/// For k = 1..32, the smallest mantissa `m` with `1 + m·2^-52 > 2^(k/32)`: a value of an octave
+/// lies above the boundary `k` of scale 5 exactly when its mantissa is at least `BOUNDARIES[k-1]`
+/// (the boundaries are irrational, so no f64 lies on one). Checked with exact integer arithmetic
+/// in the tests (`(2^52 + m)^32` against `2^(52·32 + k)`).
+const BOUNDARIES: [u64; 31] = [
+    0x059b0d3158575,
+    0x0b5586cf98910,
+    0x11301d0125b51,
+    0x172b83c7d517b,
+    0x1d4873168b9ab,
+    0x2387a6e756239,
+    0x29e9df51fdee2,
+    0x306fe0a31b716,
+    0x371a7373aa9cb,
+    0x3dea64c123423,
+    0x44e086061892e,
+    0x4bfdad5362a28,
+    0x5342b569d4f82,
+    0x5ab07dd48542a,
+    0x6247eb03a5585,
+    0x6a09e667f3bcd,
+    0x71f75e8ec5f74,
+    0x7a11473eb0187,
+    0x82589994cce13,
+    0x8ace5422aa0dc,
+    0x93737b0cdc5e5,
+    0x9c49182a3f091,
+    0xa5503b23e255d,
+    0xae89f995ad3ae,
+    0xb7f76f2fb5e47,
+    0xc199bdd85529d,
+    0xcb720dcef906a,
+    0xd5818dcfba488,
+    0xdfc97337b9b5f,
+    0xea4afa2a490da,
+    0xf50765b6e4541,
+];
+
+/// The low 53 bits of an [`OCTAVE`] entry.
+const NEXT: u64 = (1 << 53) - 1;
+
+/// One entry per value of the top six mantissa bits (a slice of 1/64 of the mantissa range): in
+/// the bits from 53 up, how many octave boundaries (boundary 0, the power of two, with mantissa
+/// threshold 1, included) lie at or below the slice's first mantissa; in the low 53 bits, the
+/// threshold of the next boundary (2^52, above every mantissa, when there is none). Boundaries are
+/// at least 2^(1/32) − 1 ≈ 0.0219 apart in mantissa terms, more than a slice, so a slice holds at
+/// most one: the count for a mantissa `m` is the entry's count plus `m ≥ next`.
+static OCTAVE: [u64; 64] = octave_table();
+
+const fn octave_table() -> [u64; 64] {
+    let mut table = [0u64; 64];
+    let mut slice = 0;
+    while slice < 64 {
+        let start = (slice as u64) << 46;
+        // Threshold k: 1 for k = 0 (any mantissa but 0 lies above the power of two), then
+        // BOUNDARIES[k - 1].
+        let mut below = 0u64;
+        let mut next = 1u64 << 52;
+        let mut k = 0;
+        while k < 32 {
+            let t = if k == 0 { 1 } else { BOUNDARIES[k - 1] };
+            if t <= start {
+                below += 1;
+            } else if t < next {
+                next = t;
+            }
+            k += 1;
+        }
+        table[slice] = (below << 53) | next;
+        slice += 1;
+    }
+    table
 }
 
 /// `b^index` at `scale`: the lower (exclusive) boundary of bucket `index`.
@@ -1210,5 +1297,172 @@ mod tests {
         // Powers of two are boundaries: exact.
         assert_eq!(h.share_above(2.0), Some(0.8));
         assert_eq!(h.share_above(8.0), Some(0.2));
+    }
+
+    /// `x^32` for a mantissa `x < 2^53`, as little-endian 64-bit limbs.
+    fn pow32(x: u64) -> Vec<u64> {
+        let mut p = vec![x];
+        for _ in 0..5 {
+            let mut r = vec![0u64; 2 * p.len()];
+            for (i, &a) in p.iter().enumerate() {
+                let mut carry = 0u128;
+                for (j, &b) in p.iter().enumerate() {
+                    let t = r[i + j] as u128 + a as u128 * b as u128 + carry;
+                    r[i + j] = t as u64;
+                    carry = t >> 64;
+                }
+                r[i + p.len()] = carry as u64;
+            }
+            p = r;
+        }
+        p
+    }
+
+    /// Whether the number in `limbs` is strictly greater than `2^n`.
+    fn above_power_of_two(limbs: &[u64], n: u32) -> bool {
+        let (at, bit) = ((n / 64) as usize, n % 64);
+        if limbs.iter().skip(at + 1).any(|&l| l != 0) {
+            return true;
+        }
+        let Some(&top) = limbs.get(at) else {
+            return false;
+        };
+        match top >> bit {
+            0 => false,
+            1 => top & ((1u64 << bit) - 1) != 0 || limbs[..at].iter().any(|&l| l != 0),
+            _ => true,
+        }
+    }
+
+    /// The scale-5 index of a positive finite `v` by its definition, `v ∈ (2^(i/32),
+    /// 2^((i+1)/32)]`, in exact integer arithmetic: with `v = M·2^(e−52)`, `M ∈ [2^52, 2^53)`,
+    /// `v > 2^(e + k/32)` exactly when `M^32 > 2^(52·32 + k)`.
+    fn exact_index5(v: f64) -> i32 {
+        let bits = v.to_bits();
+        let (exponent_bits, fraction) = ((bits >> 52) as i32 & 0x7ff, bits & ((1 << 52) - 1));
+        let (m, e) = if exponent_bits == 0 {
+            let top = 63 - fraction.leading_zeros() as i32;
+            (fraction << (52 - top), top - 1074)
+        } else {
+            (fraction | 1 << 52, exponent_bits - 1023)
+        };
+        let p = pow32(m);
+        let below = (0..32)
+            .filter(|&k| above_power_of_two(&p, 52 * 32 + k))
+            .count() as i32;
+        e * 32 + below - 1
+    }
+
+    /// The index at scales 1 to 5 as computed before the table: `log2`, clamped to the octave.
+    fn log2_index(v: f64, scale: i32) -> i32 {
+        let bits = v.to_bits();
+        let exponent_bits = ((bits >> 52) & 0x7ff) as i32;
+        let mantissa = bits & ((1 << 52) - 1);
+        let (exp, power_of_two) = if exponent_bits == 0 {
+            let top = 63 - mantissa.leading_zeros() as i32;
+            (top - 1074, mantissa.is_power_of_two())
+        } else {
+            (exponent_bits - 1023, mantissa == 0)
+        };
+        if power_of_two {
+            return (exp << scale) - 1;
+        }
+        let (lo, hi) = (exp << scale, ((exp + 1) << scale) - 1);
+        ((v.log2() * (1u64 << scale) as f64).floor() as i32).clamp(lo, hi)
+    }
+
+    /// Checks `v` at every scale up to 5 against its exact scale-5 index: a coarser scale's
+    /// boundaries are a subset of scale 5's, so its index is the scale-5 index shifted down.
+    fn assert_exact(v: f64) {
+        let exact = exact_index5(v);
+        for scale in MIN_SCALE..=MAX_SCALE {
+            assert_eq!(
+                bucket_index(v, scale),
+                exact >> (MAX_SCALE - scale),
+                "{v:e} ({:#x}) at scale {scale}",
+                v.to_bits()
+            );
+        }
+    }
+
+    #[test]
+    fn octave_boundaries_are_the_smallest_mantissas_above_each_root() {
+        for (k, &t) in (1u32..).zip(BOUNDARIES.iter()) {
+            let n = 52 * 32 + k;
+            assert!(above_power_of_two(&pow32(t | 1 << 52), n), "boundary {k}");
+            assert!(
+                !above_power_of_two(&pow32((t - 1) | 1 << 52), n),
+                "boundary {k}"
+            );
+        }
+        // The table agrees with a plain count of the thresholds at every slice edge.
+        for slice in 0..64u64 {
+            for m in [slice << 46, (slice << 46) + 1, ((slice + 1) << 46) - 1] {
+                let above = BOUNDARIES.iter().filter(|&&t| m >= t).count() as i32;
+                let entry = OCTAVE[slice as usize];
+                let below = (entry >> 53) as i32 + i32::from(m >= entry & NEXT);
+                assert_eq!(below, above + i32::from(m != 0), "mantissa {m:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn indexes_are_exact_at_every_boundary_and_its_neighbours() {
+        let thresholds: Vec<u64> = std::iter::once(0).chain(BOUNDARIES).collect();
+        // Normal values: each boundary of an octave, ± 3 ulps (crossing into the octaves
+        // beside it at the power of two).
+        for exponent_bits in [1u64, 2, 3, 500, 1000, 1022, 1023, 1024, 1030, 1500, 2046] {
+            for &t in &thresholds {
+                let at = (exponent_bits << 52 | t) as i64;
+                for d in -3..=3 {
+                    let v = f64::from_bits((at + d) as u64);
+                    if v > 0.0 && v.is_finite() {
+                        assert_exact(v);
+                    }
+                }
+            }
+        }
+        // Subnormals, their top bit at `p`, the bits below it those of each boundary.
+        for p in [0u32, 1, 2, 5, 6, 7, 20, 40, 50, 51] {
+            for &t in &thresholds {
+                let at = (1u64 << p | t >> (52 - p)) as i64;
+                for d in -3..=3 {
+                    let m = at + d;
+                    if m > 0 {
+                        assert_exact(f64::from_bits(m as u64));
+                    }
+                }
+            }
+        }
+        assert_exact(f64::MIN_POSITIVE);
+        assert_exact(f64::MAX);
+        assert_exact(f64::from_bits(1));
+    }
+
+    #[test]
+    fn indexes_match_log2_away_from_boundaries_and_the_exact_index_everywhere() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut tried, mut differ) = (0, 0);
+        while tried < 200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let v = f64::from_bits(state >> 1);
+            if !(v > 0.0 && v.is_finite()) {
+                continue;
+            }
+            tried += 1;
+            for scale in 1..=MAX_SCALE {
+                if bucket_index(v, scale) != log2_index(v, scale) {
+                    // log2 may round across a boundary the value lies within a few ulps of.
+                    differ += 1;
+                    assert_exact(v);
+                }
+            }
+            if tried % 64 == 0 {
+                assert_exact(v);
+            }
+        }
+        assert!(differ < 20, "{differ} of {tried} values differ from log2");
     }
 }

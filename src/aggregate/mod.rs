@@ -19,7 +19,7 @@
 //! the caps count the series recorded since the last drain.
 //!
 //! # Samples
-//! * `Samples::Values`: each value is one observation.
+//! * `Samples::One`, `Samples::Values`: each value is one observation.
 //! * `Samples::Weighted`: each value counts `count` times.
 //! * `Samples::Stats {min, max, sum, count}`: count, sum, min and max are exact; the buckets get
 //!   one observation at `min`, one at `max` and the other `count − 2` at their mean (see
@@ -223,6 +223,13 @@ impl Aggregator {
 #[inline]
 fn sample_count(s: &Samples) -> Result<u64, HistogramError> {
     match s {
+        Samples::One(v) => {
+            if v.is_finite() {
+                Ok(1)
+            } else {
+                Err(HistogramError::NotFinite)
+            }
+        }
         Samples::Values(values) => {
             if values.iter().all(|v| v.is_finite()) {
                 Ok(values.len() as u64)
@@ -259,6 +266,7 @@ fn apply(h: &mut Histogram, s: &Samples, n: u64) -> Result<(), HistogramError> {
         .ok_or(HistogramError::CountOverflow)?;
     // Every value is finite and the total fits, so none of the calls below can fail.
     match s {
+        Samples::One(v) => h.record(*v),
         Samples::Values(values) => values.iter().try_for_each(|&v| h.record(v)),
         Samples::Weighted(pairs) => pairs.iter().try_for_each(|&(v, c)| h.record_n(v, c)),
         Samples::Stats {

@@ -8,7 +8,9 @@
 //! part by part on a hit with the key the table holds in one buffer ([`Flat`]). The owned
 //! [`SeriesKey`] is built from that buffer at the series' first drain and shared by every drain
 //! after; a drain resets each histogram in place ([`Histogram::take`]) and evicts the series
-//! that received nothing since the drain before (see [`SeriesMap`]).
+//! that received nothing since the drain before (see [`SeriesMap`]). A drain hands the series out
+//! sorted by key; each series keeps its place in that order as a rank, so the next drain orders
+//! the series it kept by comparing two integers and compares keys only for the new ones.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -371,12 +373,19 @@ struct Entry {
     hash: u64,
     key: Flat,
     /// What the key counts against the key budget ([`Parts::heap_bytes`]).
-    key_bytes: usize,
+    key_bytes: u32,
+    /// The series' place in the sorted output of the last drain, or [`UNRANKED`] for a series
+    /// created since. Ranks follow key order, so the next drain compares two ranked series by
+    /// rank alone.
+    rank: u32,
     /// The owned key, built from `key` at the series' first drain and handed out (shared) at
     /// every drain after.
     owned: Option<SeriesKey>,
     histogram: Histogram,
 }
+
+/// The rank of a series that has not been through a drain yet.
+const UNRANKED: u32 = u32::MAX;
 
 /// Fixed bytes per series held: its table entry (histogram included) with the table's control
 /// byte and spare room (at most 1/8 of the slots are empty), and the owned key's shared header
@@ -484,7 +493,7 @@ impl SeriesMap {
             table.retain(|e| {
                 let idle = e.histogram.is_empty();
                 if idle {
-                    freed += e.key_bytes;
+                    freed += e.key_bytes as usize;
                 }
                 !idle
             });
@@ -493,11 +502,13 @@ impl SeriesMap {
         fits(table, self.key_bytes)?;
         // A string over 4 GiB cannot fit the budget either.
         let key = parts.flatten().ok_or(Full::KeyBytes)?;
+        let key_bytes = u32::try_from(bytes).map_err(|_| Full::KeyBytes)?;
         self.key_bytes += bytes;
         let entry = Entry {
             hash,
             key,
-            key_bytes: bytes,
+            key_bytes,
+            rank: UNRANKED,
             owned: None,
             histogram: Histogram::new(),
         };
@@ -524,29 +535,41 @@ impl SeriesMap {
     /// Every series with data since the last drain, sorted by key; each is reset in place and
     /// kept, and the series that had no data are evicted.
     pub fn drain(&mut self) -> Vec<Series> {
-        let mut out: Vec<Series> = Vec::with_capacity(self.active);
         let mut freed = 0;
         self.table.retain(|e| {
-            if e.histogram.is_empty() {
-                freed += e.key_bytes;
-                return false;
+            let idle = e.histogram.is_empty();
+            if idle {
+                freed += e.key_bytes as usize;
             }
-            if e.owned.is_none() {
-                // Every flat key was written by `Parts::flatten`, so it reads back.
-                e.owned = e.key.key();
-                debug_assert!(e.owned.is_some(), "a flat key reads back");
-            }
-            let key = e.owned.clone();
-            let histogram = e.histogram.take();
-            if let Some(key) = key {
-                out.push(Series { key, histogram });
-            }
-            true
+            !idle
         });
         self.key_bytes -= freed;
         self.active = 0;
-        // Keys are unique, so an unstable sort gives the same order, with fewer moves.
-        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let mut live: Vec<&mut Entry> = self.table.iter_mut().collect();
+        for e in live.iter_mut().filter(|e| e.owned.is_none()) {
+            // Every flat key was written by `Parts::flatten`, so it reads back.
+            e.owned = e.key.key();
+            debug_assert!(e.owned.is_some(), "a flat key reads back");
+        }
+        // Every series kept was ranked by the drain before (the others were evicted above), in
+        // key order: two ranked series compare by rank, any other pair by key. Keys are unique,
+        // so an unstable sort gives the same order as a stable one.
+        live.sort_unstable_by(|a, b| {
+            if a.rank != UNRANKED && b.rank != UNRANKED {
+                a.rank.cmp(&b.rank)
+            } else {
+                a.owned.cmp(&b.owned)
+            }
+        });
+        let mut out: Vec<Series> = Vec::with_capacity(live.len());
+        for (rank, e) in live.into_iter().enumerate() {
+            // Past u32::MAX series (not reachable in memory) ranks fall back to key comparison.
+            e.rank = u32::try_from(rank).unwrap_or(UNRANKED);
+            let histogram = e.histogram.take();
+            if let Some(key) = e.owned.clone() {
+                out.push(Series { key, histogram });
+            }
+        }
         out
     }
 }

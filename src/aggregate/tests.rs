@@ -248,6 +248,33 @@ fn drain_returns_sorted_series_and_empties_the_map() {
 }
 
 #[test]
+fn drains_stay_sorted_as_series_come_and_go() {
+    // Each interval records a shifting subset of 300 keys (some kept from the interval before,
+    // some idle, some new), so every drain sorts ranked series among new ones.
+    let mut a = Aggregator::new(1_000);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for interval in 0..12u64 {
+        let mut expected = std::collections::BTreeSet::new();
+        for _ in 0..400 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let k = (state % 100 + interval * 20) % 300;
+            let key = key(&format!("m{:03}", (k * 7) % 300), &[("Service", "api")]);
+            assert!(a.record(&key, k as f64));
+            expected.insert(key);
+        }
+        let drained = a.drain();
+        let keys: Vec<&SeriesKey> = drained.iter().map(|s| &s.key).collect();
+        assert_eq!(
+            keys,
+            expected.iter().collect::<Vec<_>>(),
+            "interval {interval}"
+        );
+    }
+}
+
+#[test]
 fn a_series_kept_across_drains_hands_out_deltas() {
     let mut a = Aggregator::new(10);
     let dims = [("Service", "api")];

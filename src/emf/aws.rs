@@ -12,6 +12,12 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::json::{Key, Num};
+use super::small::Small;
+
+/// The directives of `_aws.CloudWatchMetrics` (one inline: the usual line has one).
+pub(crate) type Directives<'a> = Small<Directive<'a>, 1>;
+/// The definitions of a directive's `Metrics` (a few inline).
+pub(crate) type Definitions<'a> = Small<Definition<'a>, 2>;
 
 /// A member that may be missing, of the right shape, or of a wrong one.
 #[derive(Debug, Default, PartialEq)]
@@ -23,6 +29,8 @@ pub(crate) enum Field<T> {
 }
 
 /// `_aws`: an object, or something else.
+// Large on purpose: the working lists are inline, and the scanner fills the value in place.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub(crate) enum AwsField<'a> {
     Object(Aws<'a>),
@@ -32,13 +40,16 @@ pub(crate) enum AwsField<'a> {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Aws<'a> {
     pub(crate) timestamp: Field<Num>,
-    pub(crate) directives: Field<Vec<Directive<'a>>>,
+    pub(crate) directives: Field<Directives<'a>>,
 }
 
 /// One `CloudWatchMetrics` entry: an object, or something else.
-#[derive(Debug, PartialEq)]
+// Large on purpose: see `AwsField`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) enum Directive<'a> {
     Object(DirectiveBody<'a>),
+    #[default]
     NotObject,
 }
 
@@ -48,14 +59,14 @@ pub(crate) struct DirectiveBody<'a> {
     /// `Wrong` unless an array of arrays of strings.
     pub(crate) dimensions: Field<DimensionSets<'a>>,
     /// `Wrong` unless an array of objects.
-    pub(crate) metrics: Field<Vec<Definition<'a>>>,
+    pub(crate) metrics: Field<Definitions<'a>>,
 }
 
 /// The dimension sets of a directive: all keys in one list, each set a range of it. The usual
 /// directive has one set, which needs no list of boundaries.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct DimensionSets<'a> {
-    pub(crate) keys: Vec<Cow<'a, str>>,
+    pub(crate) keys: Small<Cow<'a, str>, 2>,
     /// End (exclusive) in `keys` of each set but the last, which ends at `keys.len()`; sets
     /// are consecutive.
     ends: Vec<usize>,
@@ -64,15 +75,6 @@ pub(crate) struct DimensionSets<'a> {
 }
 
 impl<'a> DimensionSets<'a> {
-    /// Room for a few keys.
-    pub(crate) fn with_capacity(keys: usize) -> Self {
-        DimensionSets {
-            keys: Vec::with_capacity(keys),
-            ends: Vec::new(),
-            count: 0,
-        }
-    }
-
     /// Close a set whose keys were pushed from position `start` of `keys` on.
     pub(crate) fn close_set(&mut self, start: usize) {
         if self.count > 0 {
@@ -206,9 +208,9 @@ deserialize_via_shape!(
     Directive<'de>,
     Field<Num>,
     Field<Cow<'de, str>>,
-    Field<Vec<Directive<'de>>>,
+    Field<Directives<'de>>,
     Field<DimensionSets<'de>>,
-    Field<Vec<Definition<'de>>>,
+    Field<Definitions<'de>>,
     Lenient<Definition<'de>>
 );
 
@@ -250,12 +252,12 @@ impl<'de> Shape<'de> for AwsField<'de> {
     }
 }
 
-impl<'de> Shape<'de> for Field<Vec<Directive<'de>>> {
+impl<'de> Shape<'de> for Field<Directives<'de>> {
     fn wrong() -> Self {
         Field::Wrong
     }
     fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
-        let mut list = Vec::new();
+        let mut list = Directives::default();
         while let Some(d) = seq.next_element::<Directive<'de>>()? {
             list.push(d);
         }
@@ -377,12 +379,12 @@ impl<'de> Shape<'de> for Lenient<Definition<'de>> {
     }
 }
 
-impl<'de> Shape<'de> for Field<Vec<Definition<'de>>> {
+impl<'de> Shape<'de> for Field<Definitions<'de>> {
     fn wrong() -> Self {
         Field::Wrong
     }
     fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
-        let mut list = Vec::new();
+        let mut list = Definitions::default();
         let mut ok = true;
         while let Some(Lenient(m)) = seq.next_element::<Lenient<Definition<'de>>>()? {
             match m {

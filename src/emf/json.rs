@@ -16,6 +16,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::aws::AwsField;
+use super::small::Small;
 use super::{MAX_METRIC_VALUES, Samples};
 
 /// A JSON number, kept exact when it is an integer.
@@ -67,10 +68,15 @@ impl<'de> Visitor<'de> for StrVisitor {
 
 /// The root object of a text line, split in one pass (see `scan`): `_aws` decoded (the last
 /// one when it repeats), every other member kept as raw JSON text in document order.
+#[derive(Default)]
 pub(crate) struct TextRoot<'a> {
     pub(crate) aws: Option<AwsField<'a>>,
-    pub(crate) members: Vec<(Cow<'a, str>, &'a str)>,
+    pub(crate) members: Members<'a>,
 }
+
+/// Root members other than `_aws` as (key, raw JSON text), in document order; the usual line's
+/// few members stay inline.
+pub(crate) type Members<'a> = Small<(Cow<'a, str>, &'a str), 8>;
 
 /// A dimension target: a string or something else.
 #[derive(Debug, PartialEq)]
@@ -265,7 +271,7 @@ struct TargetVisitor;
 impl TargetVisitor {
     fn one(v: f64) -> Target {
         if valid_metric_value(v) {
-            Target::Samples(Samples::Values(vec![v]))
+            Target::Samples(Samples::One(v))
         } else {
             Target::NotNumeric
         }
@@ -301,7 +307,7 @@ impl<'de> Visitor<'de> for TargetVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Target, A::Error> {
         Ok(match SampleArray::read(seq)?.judge() {
-            Ok(values) => Target::Samples(Samples::Values(values)),
+            Ok(values) => Target::Samples(Samples::from_values(values)),
             Err(t) => t,
         })
     }
@@ -453,8 +459,11 @@ impl<'a> Raw<'a> {
             // JSON number, which `f64::from_str` reads correctly rounded (and `1e400` as ∞,
             // which the range check refuses).
             if matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+                if let Some(v) = short_decimal(text) {
+                    return Target::Samples(Samples::One(v));
+                }
                 return match text.parse::<f64>() {
-                    Ok(v) if valid_metric_value(v) => Target::Samples(Samples::Values(vec![v])),
+                    Ok(v) if valid_metric_value(v) => Target::Samples(Samples::One(v)),
                     _ => Target::NotNumeric,
                 };
             }
@@ -486,6 +495,49 @@ impl<'a> Raw<'a> {
             Raw::Value(v) => Ok(v.clone()),
         }
     }
+}
+
+/// Powers of ten that f64 holds exactly.
+const EXACT_POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// A non-negative number written as digits with at most one `.` and at most 15 digits in all
+/// (`12`, `12.5`, `0.003`), read without the general parser: the digits form an integer
+/// below 2^53 and the power of ten is exact, so one division gives the correctly rounded
+/// value, the same `f64::from_str` gives. `None` for any other form (sign, exponent, more
+/// digits), which the caller reads the general way.
+#[inline(always)]
+pub(crate) fn short_decimal(text: &str) -> Option<f64> {
+    let b = text.as_bytes();
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut digits = 0usize;
+    let mut fraction: Option<usize> = None;
+    for &c in b {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                digits += 1;
+            }
+            b'.' if fraction.is_none() => fraction = Some(digits),
+            _ => return None,
+        }
+    }
+    let scale = match fraction {
+        // A point needs digits on both sides (the JSON grammar; checked again here).
+        Some(0) => return None,
+        Some(at) if at == digits => return None,
+        Some(at) => digits - at,
+        None => 0,
+    };
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let power = EXACT_POWERS_OF_TEN.get(scale)?;
+    Some(mantissa as f64 / power)
 }
 
 /// The contents of a JSON string literal without escapes, borrowed; `None` for anything else.
@@ -529,7 +581,8 @@ fn flat_array(json: &str) -> Option<Target> {
             return Some(Target::NotNumeric);
         }
         // The element is ASCII (a JSON number), so this cannot fail; refuse it if it did.
-        let v = std::str::from_utf8(item).ok()?.parse::<f64>().ok();
+        let item = std::str::from_utf8(item).ok()?;
+        let v = short_decimal(item).or_else(|| item.parse::<f64>().ok());
         match v {
             Some(v) if valid_metric_value(v) => values.push(v),
             _ => return Some(Target::NotNumeric),
@@ -539,9 +592,67 @@ fn flat_array(json: &str) -> Option<Target> {
             None => break,
         }
     }
-    Some(Target::Samples(Samples::Values(values)))
+    Some(Target::Samples(Samples::from_values(values)))
 }
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_decimals_read_as_the_general_parser_does() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            let digits = 1 + (next() % 15) as usize;
+            let mut t: String = (0..digits)
+                .map(|_| char::from(b'0' + (next() % 10) as u8))
+                .collect();
+            if digits > 1 && next() % 4 != 0 {
+                let at = 1 + (next() as usize % (digits - 1));
+                t.insert(at, '.');
+            }
+            let want: f64 = t.parse().unwrap_or(f64::NAN);
+            if let Some(got) = short_decimal(&t) {
+                assert_eq!(got.to_bits(), want.to_bits(), "{t}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
+        for t in [
+            "0",
+            "5",
+            "12.5",
+            "0.003",
+            "999999999999999",
+            "1.00000000000001",
+            "123456789.012345",
+        ] {
+            assert_eq!(short_decimal(t), t.parse().ok(), "{t}");
+        }
+        for t in [
+            "",
+            ".5",
+            "5.",
+            "1.2.3",
+            "-1",
+            "1e5",
+            "1E5",
+            "+1",
+            "1234567890123456",
+            "0.0000000000000001",
+        ] {
+            assert_eq!(short_decimal(t), None, "{t}");
+        }
+    }
 }

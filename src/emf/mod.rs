@@ -16,7 +16,11 @@
 //!   other member as a borrowed slice of raw text; only the metric targets and dimension values
 //!   a directive names are decoded afterwards, and the remaining members once more as
 //!   [`EmfLine::properties`]. A record that is already a parsed object (JSON log format) goes
-//!   through the same rules via serde.
+//!   through the same rules via serde. The working lists (root members, directives, metric
+//!   definitions, dimension keys) keep their first items inline and are filled in place, a
+//!   single metric value is [`Samples::One`], and common numbers (digits with an optional
+//!   point) are read without the general parser: the usual line allocates only for its output
+//!   (the points, their dimension lists and the properties).
 //! * **The filter looks for the literal bytes** `_aws`: a text line whose `_aws` key is written
 //!   with escapes (`"_\u0061ws"`) is a log line. A parsed object has no such blind spot.
 //! * **EMF inside the Lambda JSON envelope** (`{"timestamp","level","message":<EMF>}`, as a
@@ -136,7 +140,10 @@ pub struct DataPoint<'a> {
 /// The values of one metric.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Samples {
-    /// A number or an array of numbers: each value seen once.
+    /// One number (written as a number or as an array of one): seen once. The parser gives
+    /// this form for a single value, so the usual metric costs no allocation.
+    One(f64),
+    /// An array of numbers: each value seen once.
     Values(Vec<f64>),
     /// `{Values, Counts}`: each value seen `count` times.
     Weighted(Vec<(f64, u64)>),
@@ -147,6 +154,25 @@ pub enum Samples {
         sum: f64,
         count: u64,
     },
+}
+
+impl Samples {
+    /// The values seen once each (`One` and `Values`), as a slice; `None` for the other forms.
+    pub fn plain_values(&self) -> Option<&[f64]> {
+        match self {
+            Samples::One(v) => Some(std::slice::from_ref(v)),
+            Samples::Values(v) => Some(v),
+            Samples::Weighted(_) | Samples::Stats { .. } => None,
+        }
+    }
+
+    /// Values seen once each, as the parser gives them: `One` for a single value.
+    pub(crate) fn from_values(values: Vec<f64>) -> Samples {
+        match values.as_slice() {
+            [one] => Samples::One(*one),
+            _ => Samples::Values(values),
+        }
+    }
 }
 
 macro_rules! units {
@@ -189,6 +215,7 @@ mod json;
 mod parse;
 mod reason;
 mod scan;
+mod small;
 mod text;
 
 pub use parse::{parse, parse_bytes};

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::aws::{Aws, AwsField, Definition, DimensionSets, Directive, DirectiveBody, Field};
-use super::json::{DimValue, Key, Num, Raw, Target, TextRoot};
+use super::json::{DimValue, Key, Members, Num, Raw, Target, TextRoot};
 use super::scan;
 use super::text::{is_json_ws, may_be_emf, mentions_aws_key, strip_lambda_prefix, strip_newline};
 use super::{
@@ -78,34 +78,58 @@ fn parse_document<'a>(
             Verdict::Log
         };
     }
-    match scan::root(json) {
-        Ok(root) => evaluate(Root::text(root), found, opts, outer),
+    let mut root = TextRoot::default();
+    match scan::root(json, &mut root) {
+        Ok(()) => evaluate_text(&root, found, opts, outer),
         Err(_) => Verdict::Rejected(vec![Reason::JsonParseError]),
     }
+}
+
+/// [`evaluate`] for a root read from text.
+fn evaluate_text<'a>(
+    root: &TextRoot<'a>,
+    found: Vec<Reason>,
+    opts: &ParseOptions,
+    outer: bool,
+) -> Verdict<'a> {
+    let aws = root.aws.as_ref().map(Ok);
+    evaluate(&Root::text(&root.members), aws, found, opts, outer)
 }
 
 /// Stage 0 for an object record (JSON log format).
 fn parse_object<'a>(value: &'a Value, opts: &ParseOptions) -> Verdict<'a> {
     match value {
-        Value::Object(map) => evaluate(Root::Value(map), Vec::new(), opts, true),
+        Value::Object(map) => evaluate_map(map, Vec::new(), opts, true),
         _ => Verdict::Log,
     }
 }
 
+/// [`evaluate`] for a parsed object: `_aws` is decoded here.
+fn evaluate_map<'a>(
+    map: &'a Map<String, Value>,
+    found: Vec<Reason>,
+    opts: &ParseOptions,
+    outer: bool,
+) -> Verdict<'a> {
+    let aws: Option<Result<AwsField<'a>, ()>> = map
+        .get("_aws")
+        .map(|v| serde::Deserialize::deserialize(v).map_err(|_| ()));
+    let aws = aws.as_ref().map(|a| a.as_ref().map_err(|&()| ()));
+    evaluate(&Root::Value(map), aws, found, opts, outer)
+}
+
 /// The root object, from text or from a parsed value.
-enum Root<'a> {
+enum Root<'r, 'a> {
     Text {
-        aws: Option<AwsField<'a>>,
-        members: Vec<(Cow<'a, str>, &'a str)>,
+        members: &'r Members<'a>,
         /// Member positions sorted by (key, position), for large roots; empty otherwise.
         index: Vec<usize>,
     },
     Value(&'a Map<String, Value>),
 }
 
-impl<'a> Root<'a> {
-    fn text(root: TextRoot<'a>) -> Root<'a> {
-        let TextRoot { aws, members } = root;
+impl<'r, 'a> Root<'r, 'a> {
+    fn text(members: &'r Members<'a>) -> Root<'r, 'a> {
         let mut index = Vec::new();
         if members.len() > INDEX_FROM {
             index = (0..members.len()).collect();
@@ -113,11 +137,7 @@ impl<'a> Root<'a> {
             // so the last occurrence of a key comes last.
             index.sort_by(|&a, &b| members[a].0.cmp(&members[b].0));
         }
-        Root::Text {
-            aws,
-            members,
-            index,
-        }
+        Root::Text { members, index }
     }
 
     /// Members other than `_aws` (repeated keys counted each time).
@@ -125,13 +145,6 @@ impl<'a> Root<'a> {
         match self {
             Root::Text { members, .. } => members.len(),
             Root::Value(map) => map.len(),
-        }
-    }
-
-    fn has_aws(&self) -> bool {
-        match self {
-            Root::Text { aws, .. } => aws.is_some(),
-            Root::Value(map) => map.contains_key("_aws"),
         }
     }
 
@@ -148,16 +161,6 @@ impl<'a> Root<'a> {
         let end = index.partition_point(|&i| &*members[i].0 <= key);
         let &i = index.get(end.checked_sub(1)?)?;
         (members[i].0 == key).then_some(i)
-    }
-
-    /// `_aws`, decoded. `Err` when it is there but cannot be decoded.
-    fn take_aws(&mut self) -> Option<Result<AwsField<'a>, ()>> {
-        match self {
-            Root::Text { aws, .. } => aws.take().map(Ok),
-            Root::Value(map) => map
-                .get("_aws")
-                .map(|v| serde::Deserialize::deserialize(v).map_err(|_| ())),
-        }
     }
 
     /// A member other than `_aws`.
@@ -198,6 +201,18 @@ impl<'a> Root<'a> {
     }
 }
 
+/// A copy of a string that borrows from the line when the original does (`Cow::clone`, inlined:
+/// the usual string is borrowed and costs a copy of its pointer).
+// `&Cow` on purpose: a borrowed string stays borrowed.
+#[allow(clippy::ptr_arg)]
+#[inline(always)]
+fn share<'a>(s: &Cow<'a, str>) -> Cow<'a, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b),
+        Cow::Owned(o) => Cow::Owned(o.clone()),
+    }
+}
+
 /// String equality for keys that mostly differ in length: the lengths are compared first, so
 /// the byte comparison (a library call) runs only for keys of the same length.
 #[inline(always)]
@@ -220,25 +235,27 @@ impl Found {
     }
 }
 
-/// Stages 2.6-4: the root object is known; find `_aws`, check the event, extract.
+/// Stages 2.6-4: the root object and its `_aws` (decoded; `Err` when it could not be) are
+/// known; check the event, extract.
 fn evaluate<'a>(
-    mut root: Root<'a>,
+    root: &Root<'_, 'a>,
+    aws: Option<Result<&AwsField<'a>, ()>>,
     found: Vec<Reason>,
     opts: &ParseOptions,
     outer: bool,
 ) -> Verdict<'a> {
-    let aws = match root.take_aws() {
+    let aws = match aws {
         Some(Ok(aws)) => aws,
         Some(Err(())) => return Verdict::Rejected(vec![Reason::JsonParseError]),
-        None => return without_aws(&root, found, opts, outer),
+        None => return without_aws(root, found, opts, outer),
     };
     let mut found = Found(found);
     let AwsField::Object(aws) = aws else {
         found.add(Reason::AwsNotObject);
         return Verdict::Rejected(found.0);
     };
-    match check_event(&aws, &mut found, opts) {
-        Some((timestamp_ms, directives)) => extract(&root, timestamp_ms, directives, found, opts),
+    match check_event(aws, &mut found, opts) {
+        Some((timestamp_ms, directives)) => extract(root, timestamp_ms, directives, found, opts),
         None => Verdict::Rejected(found.0),
     }
 }
@@ -344,7 +361,7 @@ fn parts<'n, 'a>(
             namespace: Field::Ok(ns),
             dimensions: Field::Ok(sets),
             metrics: Field::Ok(defs),
-        }) => Some((ns, sets, defs)),
+        }) => Some((ns, sets, defs.as_slice())),
         _ => None,
     }
 }
@@ -359,7 +376,7 @@ fn name<'n>(m: &'n Definition) -> &'n str {
 
 /// Stage 4: dimension sets, metrics and data points; then the properties.
 fn extract<'a>(
-    root: &Root<'a>,
+    root: &Root<'_, 'a>,
     timestamp_ms: i64,
     directives: &[Directive<'a>],
     mut found: Found,
@@ -436,7 +453,7 @@ fn extract<'a>(
                 metric_name,
                 unit,
                 resolution,
-                &mut dims,
+                dims.as_mut_slice(),
                 last,
                 samples,
             );
@@ -519,14 +536,14 @@ fn push_points<'a>(
         };
         let Some(samples) = s else { return };
         points.push(DataPoint {
-            namespace: namespace.clone(),
-            name: name.clone(),
+            namespace: share(namespace),
+            name: share(name),
             unit,
             storage_resolution,
             dimensions: if take_dims {
                 std::mem::take(set)
             } else {
-                set.clone()
+                set.iter().map(|(k, v)| (share(k), share(v))).collect()
             },
             samples,
         });
@@ -581,14 +598,27 @@ type Dims<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 /// (key, value), each distinct set once, in document order. Invalid sets are dropped; when all
 /// are, the empty set stands in (or nothing, with `strict_dimensions`).
 fn resolve_sets<'a>(
-    root: &Root<'a>,
+    root: &Root<'_, 'a>,
     sets: &DimensionSets<'a>,
     found: &mut Found,
     opts: &ParseOptions,
-) -> Vec<Dims<'a>> {
+) -> Resolved<'a> {
     if sets.is_empty() {
         // `"Dimensions": []` is read as `[[]]`.
-        return vec![Vec::new()];
+        return Resolved::One(Vec::new());
+    }
+    if sets.len() == 1 {
+        // The usual directive: one set, no list of sets to build.
+        let resolved = sets.sets().next().and_then(|set| resolve_set(root, set));
+        if let Some(dims) = resolved {
+            return Resolved::One(dims);
+        }
+        found.add(Reason::DimensionSetDroppedInvalidOrMissingTarget);
+        if opts.strict_dimensions {
+            return Resolved::Many(Vec::new());
+        }
+        found.add(Reason::PublishedWithoutDimensions);
+        return Resolved::One(Vec::new());
     }
     let mut out: Vec<Dims<'a>> = Vec::with_capacity(sets.len().min(16));
     for set in sets.sets() {
@@ -602,7 +632,30 @@ fn resolve_sets<'a>(
         found.add(Reason::PublishedWithoutDimensions);
         out.push(Vec::new());
     }
-    out
+    Resolved::Many(out)
+}
+
+/// The resolved dimension sets of a directive: one (the usual case, kept without a list) or
+/// any number.
+enum Resolved<'a> {
+    One(Dims<'a>),
+    Many(Vec<Dims<'a>>),
+}
+
+impl<'a> Resolved<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Resolved::One(_) => 1,
+            Resolved::Many(v) => v.len(),
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Dims<'a>] {
+        match self {
+            Resolved::One(d) => std::slice::from_mut(d),
+            Resolved::Many(v) => v,
+        }
+    }
 }
 
 /// Remove repeated sets, keeping the first of each, in n log n for large lists.
@@ -630,7 +683,7 @@ fn dedup_in_order(sets: &mut Vec<Dims>) {
     sets.retain(|_| flags.next().unwrap_or(true));
 }
 
-fn resolve_set<'a>(root: &Root<'a>, keys: &[Cow<'a, str>]) -> Option<Dims<'a>> {
+fn resolve_set<'a>(root: &Root<'_, 'a>, keys: &[Cow<'a, str>]) -> Option<Dims<'a>> {
     let mut dims: Dims<'a> = Vec::with_capacity(keys.len());
     for key in keys {
         if !valid_dimension_text(key, MAX_DIMENSION_KEY_CHARS) || key.starts_with(':') {
@@ -640,7 +693,7 @@ fn resolve_set<'a>(root: &Root<'a>, keys: &[Cow<'a, str>]) -> Option<Dims<'a>> {
             DimValue::Str(v) if valid_dimension_text(&v, MAX_DIMENSION_VALUE_CHARS) => v,
             _ => return None,
         };
-        dims.push((key.clone(), value));
+        dims.push((share(key), value));
     }
     dims.sort_by(|a, b| a.0.cmp(&b.0));
     dims.dedup_by(|a, b| a.0 == b.0);
@@ -649,7 +702,7 @@ fn resolve_set<'a>(root: &Root<'a>, keys: &[Cow<'a, str>]) -> Option<Dims<'a>> {
 
 /// Root members that are neither `_aws`, nor a metric, nor a dimension named by a directive.
 fn properties<'a>(
-    root: &Root<'a>,
+    root: &Root<'_, 'a>,
     directives: &[Directive<'a>],
 ) -> Result<Vec<(Cow<'a, str>, Value)>, ()> {
     let named = || {
@@ -680,7 +733,7 @@ fn properties<'a>(
     let mut out = Vec::with_capacity(root.len().min(16));
     root.for_each_member(|key, raw| {
         if !is_named(key) {
-            out.push((key.clone(), raw.to_value().map_err(|_| ())?));
+            out.push((share(key), raw.to_value().map_err(|_| ())?));
         }
         Ok(())
     })?;
@@ -689,7 +742,7 @@ fn properties<'a>(
 
 /// Stage 2.6 / 5.1: an object without `_aws`.
 fn without_aws<'a>(
-    root: &Root<'a>,
+    root: &Root<'_, 'a>,
     found: Vec<Reason>,
     opts: &ParseOptions,
     outer: bool,
@@ -708,13 +761,13 @@ fn without_aws<'a>(
     };
     let inner = match message {
         Raw::Text(raw) if raw.starts_with('{') => {
-            match scan::root(raw) {
-                Ok(inner) => {
-                    let root = Root::text(inner);
-                    if !root.has_aws() {
+            let mut inner = TextRoot::default();
+            match scan::root(raw, &mut inner) {
+                Ok(()) => {
+                    if inner.aws.is_none() {
                         return Verdict::Log;
                     }
-                    evaluate(root, Vec::new(), opts, false)
+                    evaluate_text(&inner, Vec::new(), opts, false)
                 }
                 // The whole line parsed, so the member did too; a nesting limit can still trip.
                 Err(_) => Verdict::Rejected(vec![Reason::JsonParseError]),
@@ -724,7 +777,7 @@ fn without_aws<'a>(
             if !map.contains_key("_aws") {
                 return Verdict::Log;
             }
-            evaluate(Root::Value(map), Vec::new(), opts, false)
+            evaluate_map(map, Vec::new(), opts, false)
         }
         Raw::Value(Value::String(s)) => {
             if !may_be_emf(s.as_bytes()) {

@@ -3,13 +3,18 @@
 //! members, and decodes `_aws` into the typed structs of `aws`. Every other member stays a
 //! borrowed slice of raw JSON text, decoded later only if a directive names it.
 //!
-//! In: the text of one document. Out: [`TextRoot`] or an error (the line is not one JSON
-//! object). No recursion beyond serde_json's nesting limit; strings with escapes are unescaped
-//! by serde_json itself, so both readers agree on what a string is.
+//! In: the text of one document and an empty [`TextRoot`]. Out: that root filled in place (its
+//! lists keep their first items inline, so nothing large is moved), or an error (the line is
+//! not one JSON object). No recursion beyond serde_json's nesting limit; strings with escapes
+//! are unescaped by serde_json itself, so both readers agree on what a string is. Plain
+//! integers (a timestamp) are read directly.
 
 use std::borrow::Cow;
 
-use super::aws::{Aws, AwsField, Definition, DimensionSets, Directive, DirectiveBody, Field};
+use super::aws::{
+    Aws, AwsField, Definition, Definitions, DimensionSets, Directive, DirectiveBody, Directives,
+    Field,
+};
 use super::json::{Num, TextRoot};
 
 /// serde_json refuses a document whose containers nest this deep (the root counts).
@@ -21,8 +26,10 @@ pub(crate) struct NotJson;
 
 type Result<T> = std::result::Result<T, NotJson>;
 
-/// Split one JSON object (with optional surrounding whitespace) into its members.
-pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
+/// Split one JSON object (with optional surrounding whitespace) into its members, filling
+/// `root` (fresh, from `TextRoot::default()`) in place: its inline lists are large and are
+/// never moved.
+pub(crate) fn root<'a>(text: &'a str, root: &mut TextRoot<'a>) -> Result<()> {
     let mut c = Cursor {
         src: text,
         bytes: text.as_bytes(),
@@ -30,13 +37,10 @@ pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
         depth: 0,
     };
     c.ws();
-    let mut root = TextRoot {
-        aws: None,
-        members: Vec::with_capacity(16),
-    };
     c.object(|c, key| {
         if key == "_aws" {
-            root.aws = Some(c.aws()?);
+            // A repeated `_aws`: the last one wins.
+            c.aws(root.aws.insert(AwsField::NotObject))?;
         } else {
             let raw = c.skip_value()?;
             root.members.push((key, raw));
@@ -47,7 +51,7 @@ pub(crate) fn root(text: &str) -> Result<TextRoot<'_>> {
     if c.pos != c.bytes.len() {
         return Err(NotJson);
     }
-    Ok(root)
+    Ok(())
 }
 
 struct Cursor<'a> {
@@ -65,7 +69,11 @@ impl<'a> Cursor<'a> {
 
     #[inline(always)]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        // Every whitespace byte is at most b' ': one comparison settles the usual case.
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b > b' ' || !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                return;
+            }
             self.pos += 1;
         }
     }
@@ -244,7 +252,30 @@ impl<'a> Cursor<'a> {
     /// A number at the cursor as serde_json would give it: an exact integer when it is one
     /// and fits, else an f64; out of f64 range is an error, as in serde_json.
     fn number(&mut self) -> Result<Num> {
+        // The usual form, 1 to 19 digits with no leading zero, sign, fraction or exponent (a
+        // timestamp), is read in the same pass; anything else goes the general way.
+        let start = self.pos;
+        let mut n = 0u64;
+        while let Some(&d) = self.bytes.get(self.pos) {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            self.pos += 1;
+        }
+        let digits = self.pos - start;
+        let plain = (1..=19).contains(&digits)
+            && (digits == 1 || self.bytes.get(start) != Some(&b'0'))
+            && !matches!(self.peek(), Some(b'.' | b'e' | b'E'));
+        if plain {
+            // At most 19 digits: below 10^19 < 2^64, so the wrapping steps never wrapped.
+            return Ok(Num::U(n));
+        }
+        self.pos = start;
         let text = self.number_text()?;
+        if let Some(u) = small_uint(text) {
+            return Ok(Num::U(u));
+        }
         let integral = !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
         if integral {
             if let Ok(u) = text.parse::<u64>() {
@@ -313,63 +344,68 @@ impl<'a> Cursor<'a> {
         self.skip_value().map(|_| Field::Wrong)
     }
 
-    fn aws(&mut self) -> Result<AwsField<'a>> {
+    /// `_aws` into `slot`.
+    fn aws(&mut self, slot: &mut AwsField<'a>) -> Result<()> {
         if self.peek() != Some(b'{') {
-            self.skip_value()?;
-            return Ok(AwsField::NotObject);
+            *slot = AwsField::NotObject;
+            return self.skip_value().map(|_| ());
         }
-        let mut aws = Aws::default();
+        *slot = AwsField::Object(Aws::default());
+        let AwsField::Object(aws) = slot else {
+            return Err(NotJson);
+        };
         // A repeated key: the last one wins.
         self.object(|c, key| {
             match &*key {
                 "Timestamp" => aws.timestamp = c.num_field()?,
-                "CloudWatchMetrics" => aws.directives = c.directives()?,
+                "CloudWatchMetrics" => c.directives(&mut aws.directives)?,
                 _ => {
                     c.skip_value()?;
                 }
             }
             Ok(())
-        })?;
-        Ok(AwsField::Object(aws))
+        })
     }
 
-    fn directives(&mut self) -> Result<Field<Vec<Directive<'a>>>> {
+    fn directives(&mut self, field: &mut Field<Directives<'a>>) -> Result<()> {
         if self.peek() != Some(b'[') {
-            return self.skip_value().map(|_| Field::Wrong);
+            *field = Field::Wrong;
+            return self.skip_value().map(|_| ());
         }
-        let mut list = Vec::with_capacity(1);
-        self.array(|c| {
-            list.push(c.directive()?);
-            Ok(())
-        })?;
-        Ok(Field::Ok(list))
+        *field = Field::Ok(Directives::default());
+        let Field::Ok(list) = field else {
+            return Err(NotJson);
+        };
+        self.array(|c| c.directive(list.push_default()))
     }
 
-    fn directive(&mut self) -> Result<Directive<'a>> {
+    fn directive(&mut self, slot: &mut Directive<'a>) -> Result<()> {
         if self.peek() != Some(b'{') {
-            self.skip_value()?;
-            return Ok(Directive::NotObject);
+            *slot = Directive::NotObject;
+            return self.skip_value().map(|_| ());
         }
-        let mut d = DirectiveBody::default();
+        *slot = Directive::Object(DirectiveBody::default());
+        let Directive::Object(d) = slot else {
+            return Err(NotJson);
+        };
         self.object(|c, key| {
             match &*key {
                 "Namespace" => d.namespace = c.str_field()?,
                 "Dimensions" => d.dimensions = c.dimension_sets()?,
-                "Metrics" => d.metrics = c.definitions()?,
+                "Metrics" => c.definitions(&mut d.metrics)?,
                 _ => {
                     c.skip_value()?;
                 }
             }
             Ok(())
-        })?;
-        Ok(Directive::Object(d))
+        })
     }
 
     fn dimension_sets(&mut self) -> Result<Field<DimensionSets<'a>>> {
         if self.peek() != Some(b'[') {
             return self.skip_value().map(|_| Field::Wrong);
         }
-        let mut sets = DimensionSets::with_capacity(4);
+        let mut sets = DimensionSets::default();
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'[') {
@@ -390,11 +426,15 @@ impl<'a> Cursor<'a> {
         Ok(if ok { Field::Ok(sets) } else { Field::Wrong })
     }
 
-    fn definitions(&mut self) -> Result<Field<Vec<Definition<'a>>>> {
+    fn definitions(&mut self, field: &mut Field<Definitions<'a>>) -> Result<()> {
         if self.peek() != Some(b'[') {
-            return self.skip_value().map(|_| Field::Wrong);
+            *field = Field::Wrong;
+            return self.skip_value().map(|_| ());
         }
-        let mut list = Vec::with_capacity(4);
+        *field = Field::Ok(Definitions::default());
+        let Field::Ok(list) = field else {
+            return Err(NotJson);
+        };
         let mut ok = true;
         self.array(|c| {
             if c.peek() != Some(b'{') {
@@ -418,8 +458,22 @@ impl<'a> Cursor<'a> {
             }
             Ok(())
         })?;
-        Ok(if ok { Field::Ok(list) } else { Field::Wrong })
+        if !ok {
+            *field = Field::Wrong;
+        }
+        Ok(())
     }
+}
+
+/// A number written as 1 to 19 decimal digits and nothing else (e.g. a timestamp in ms), read
+/// directly: 19 digits stay below 10^19 < 2^64, so nothing can overflow.
+#[inline(always)]
+pub(crate) fn small_uint(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Bytes that end a run of plain string text: `"`, `\\` and the control characters.
@@ -467,6 +521,11 @@ pub(crate) fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn root(text: &str) -> Result<TextRoot<'_>> {
+        let mut r = TextRoot::default();
+        super::root(text, &mut r).map(|()| r)
+    }
 
     /// The scanner accepts exactly the objects serde_json accepts.
     fn agrees(text: &str) {
@@ -538,6 +597,70 @@ mod tests {
         ] {
             agrees(t);
         }
+    }
+
+    #[test]
+    fn small_integers_read_directly() {
+        for t in ["0", "7", "1795497900000", "9999999999999999999", "0012"] {
+            assert_eq!(small_uint(t), t.parse::<u64>().ok(), "{t}");
+        }
+        for t in ["", "-1", "1.5", "1e3", "10000000000000000000", "12a"] {
+            assert_eq!(small_uint(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn numbers_read_as_serde_json_reads_them() {
+        for t in [
+            "0",
+            "7",
+            "1795497900000",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-5",
+            "1.5",
+            "1e3",
+            "12E-1",
+            "00",
+            "01",
+            "1.",
+            "5x",
+        ] {
+            let line = format!("{{\"_aws\":{{\"Timestamp\":{t}}}}}");
+            let want = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) => {
+                    let n = &v["_aws"]["Timestamp"];
+                    Some(match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                        (Some(u), _, _) => Num::U(u),
+                        (None, Some(i), _) => Num::I(i),
+                        (None, None, Some(f)) => Num::F(f),
+                        _ => panic!("{t}: not a number"),
+                    })
+                }
+                Err(_) => None,
+            };
+            let got = match root(&line) {
+                Ok(TextRoot {
+                    aws: Some(AwsField::Object(aws)),
+                    ..
+                }) => match aws.timestamp {
+                    Field::Ok(n) => Some(n),
+                    other => panic!("{t}: {other:?}"),
+                },
+                Ok(_) => panic!("{t}: no _aws"),
+                Err(_) => None,
+            };
+            assert_eq!(got, want, "{t}");
+        }
+        // The one known difference: `-0` is the integer 0 here and -0.0 in serde_json; as a
+        // timestamp both are 0 ms, and neither is a valid storage resolution.
+        let r = root("{\"_aws\":{\"Timestamp\":-0}}");
+        assert!(
+            matches!(&r, Ok(TextRoot { aws: Some(AwsField::Object(a)), .. }) if a.timestamp == Field::Ok(Num::I(0))),
+            "{:?}",
+            r.map(|r| r.aws)
+        );
     }
 
     #[test]

@@ -49,6 +49,27 @@ impl Counter {
         self.attributes.push((key, value.into()));
         self
     }
+
+    /// Adds a counter to `out` if it counted anything; nothing is allocated for a zero. Out of
+    /// line: the flush paths call it once per counter name, with the attributes as a slice.
+    #[inline(never)]
+    pub fn push_nonzero(
+        out: &mut Vec<Counter>,
+        name: &'static str,
+        value: u64,
+        attributes: &[(&'static str, &str)],
+    ) {
+        if value > 0 {
+            out.push(Counter {
+                name,
+                attributes: attributes
+                    .iter()
+                    .map(|&(k, v)| (k, v.to_string()))
+                    .collect(),
+                value,
+            });
+        }
+    }
 }
 
 impl Batch {

@@ -151,19 +151,16 @@ impl Config {
     /// Reads configuration through `get`, which returns a variable's value if it is set.
     /// Empty values count as unset, as in the OpenTelemetry SDKs.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<ConfigWarning>) {
-        let get = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        Self::read(&get)
+    }
+
+    /// The body of [`Config::from_lookup`], behind `dyn` so that it is compiled once, and with
+    /// the per-variable steps in out-of-line helpers: read once at start, so size wins.
+    fn read(raw: &Lookup<'_>) -> (Config, Vec<ConfigWarning>) {
+        let get = |name: &str| var(raw, name);
         let mut warnings = Vec::new();
-        let mut warn = |var: &'static str, value: &str, expected: &'static str, used: String| {
-            warnings.push(ConfigWarning {
-                var,
-                value: value.to_string(),
-                expected,
-                used,
-            })
+        let mut warn = |var: &'static str, value: &str, expected: &'static str, used: &str| {
+            push_warning(&mut warnings, var, value, expected, used)
         };
 
         let log_level = match get("LOUPE_LOG_LEVEL") {
@@ -180,7 +177,7 @@ impl Config {
                         "LOUPE_LOG_LEVEL",
                         &v,
                         "one of off, error, warn, info, debug, trace",
-                        "warn".into(),
+                        "warn",
                     );
                     log::LevelFilter::Warn
                 }
@@ -194,7 +191,7 @@ impl Config {
                     var,
                     &value,
                     "an http:// or https:// URL",
-                    "no backend (nothing is sent)".into(),
+                    "no backend (nothing is sent)",
                 );
                 None
             }
@@ -209,7 +206,7 @@ impl Config {
                         var,
                         "<redacted>",
                         "comma-separated name=value pairs (values may be %-encoded)",
-                        "no extra headers".into(),
+                        "no extra headers",
                     ),
                 }
             }
@@ -222,7 +219,7 @@ impl Config {
                     "LOUPE_API_KEY_HEADER",
                     &name,
                     "an HTTP header name",
-                    "authorization".into(),
+                    "authorization",
                 );
                 "authorization".to_string()
             }
@@ -248,7 +245,7 @@ impl Config {
                     "LOUPE_LISTENER_PORT",
                     &v,
                     "a port number 0-65535 (0 picks a free port)",
-                    "0".into(),
+                    "0",
                 );
                 0
             }),
@@ -261,7 +258,7 @@ impl Config {
                     "LOUPE_FLUSH",
                     &v,
                     "adaptive, end, or periodic:<seconds> (1-3600)",
-                    "adaptive".into(),
+                    "adaptive",
                 );
                 FlushStrategy::Adaptive
             }),
@@ -276,7 +273,7 @@ impl Config {
                         "LOUPE_FLUSH_TIMEOUT_MS",
                         &v,
                         "milliseconds, 1-60000",
-                        format!("{}", DEFAULT_FLUSH_TIMEOUT.as_millis()),
+                        &DEFAULT_FLUSH_TIMEOUT.as_millis().to_string(),
                     );
                     DEFAULT_FLUSH_TIMEOUT
                 }
@@ -286,7 +283,7 @@ impl Config {
         let extension_logs = match get("LOUPE_EXTENSION_LOGS") {
             None => false,
             Some(v) => parse_bool(&v).unwrap_or_else(|| {
-                warn("LOUPE_EXTENSION_LOGS", &v, "true or false", "false".into());
+                warn("LOUPE_EXTENSION_LOGS", &v, "true or false", "false");
                 false
             }),
         };
@@ -294,7 +291,7 @@ impl Config {
         let traces = match get("LOUPE_TRACES") {
             None => true,
             Some(v) => parse_bool(&v).unwrap_or_else(|| {
-                warn("LOUPE_TRACES", &v, "true or false", "true".into());
+                warn("LOUPE_TRACES", &v, "true or false", "true");
                 true
             }),
         };
@@ -310,7 +307,7 @@ impl Config {
                     "LOUPE_PROTOCOL",
                     v,
                     "protobuf (OTLP/HTTP) or json (gzip NDJSON)",
-                    "protobuf".into(),
+                    "protobuf",
                 );
                 Protocol::Protobuf
             }
@@ -321,12 +318,7 @@ impl Config {
             Some(v) if v == "delta" => Temporality::Delta,
             Some(v) if v == "cumulative" => Temporality::Cumulative,
             Some(v) => {
-                warn(
-                    "LOUPE_TEMPORALITY",
-                    &v,
-                    "delta or cumulative",
-                    "delta".into(),
-                );
+                warn("LOUPE_TEMPORALITY", &v, "delta or cumulative", "delta");
                 Temporality::Delta
             }
         };
@@ -344,7 +336,7 @@ impl Config {
                         "LOUPE_USER_ID_KEYS",
                         &v,
                         "comma-separated key names",
-                        DEFAULT_USER_ID_KEYS.join(","),
+                        &DEFAULT_USER_ID_KEYS.join(","),
                     );
                     DEFAULT_USER_ID_KEYS.iter().map(|s| s.to_string()).collect()
                 } else {
@@ -362,7 +354,7 @@ impl Config {
                         "LOUPE_MAX_SERIES",
                         &v,
                         "a whole number, 1-1000000",
-                        DEFAULT_MAX_SERIES.to_string(),
+                        &DEFAULT_MAX_SERIES.to_string(),
                     );
                     DEFAULT_MAX_SERIES
                 }
@@ -378,7 +370,7 @@ impl Config {
                         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                         &v,
                         "megabytes as a whole number",
-                        "unknown".into(),
+                        "unknown",
                     );
                     None
                 }
@@ -429,6 +421,30 @@ pub fn runtime_api_base(value: &str) -> String {
 }
 
 type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// A variable's trimmed value; empty counts as unset.
+#[inline(never)]
+fn var(get: &Lookup<'_>, name: &str) -> Option<String> {
+    get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[inline(never)]
+fn push_warning(
+    warnings: &mut Vec<ConfigWarning>,
+    var: &'static str,
+    value: &str,
+    expected: &'static str,
+    used: &str,
+) {
+    warnings.push(ConfigWarning {
+        var,
+        value: value.to_string(),
+        expected,
+        used: used.to_string(),
+    })
+}
 
 /// Per OTLP exporter spec: a base URL gets `/v1/<signal>` appended, a per-signal URL is used as
 /// given. `LOUPE_BACKEND_URL` wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.

@@ -26,6 +26,7 @@ use crate::config::{Config, FlushStrategy};
 use crate::invocation::{self, Tracker, TrackerHandle, TrackerStats};
 use crate::lambda::client::{
     self, EventKind, ExtensionClient, InvokeEvent, NextEvent, Registration, ShutdownEvent,
+    ShutdownReason,
 };
 use crate::lambda::listener::{self, Intake, log_queue};
 use crate::lambda::stats::{Stats, StatsSnapshot};
@@ -236,6 +237,19 @@ struct LoopState<'a> {
 
 impl LoopState<'_> {
     async fn serve(&mut self, flusher: &mut impl Flusher) -> ExitCode {
+        let (code, reason, deadline) = self.events(flusher).await;
+        // One place for the summary, whatever ended the loop.
+        self.summary(reason.as_ref().map(ShutdownReason::as_str), deadline)
+            .await;
+        code
+    }
+
+    /// Serves events until SHUTDOWN or until Lambda stops answering: the exit code, the
+    /// shutdown reason if any, and the deadline for the summary.
+    async fn events(
+        &mut self,
+        flusher: &mut impl Flusher,
+    ) -> (ExitCode, Option<ShutdownReason>, Instant) {
         let mut failures = 0u32;
         // No invocation bounds the timer's flushes while loupe waits for its next event.
         let no_limit = Instant::now() + Duration::from_secs(365 * 24 * 3600);
@@ -255,8 +269,7 @@ impl LoopState<'_> {
                     self.next_errors += 1;
                     log::warn!("Lambda refuses event/next ({e}); loupe exits");
                     let deadline = Instant::now() + DEFAULT_SHUTDOWN_BUDGET;
-                    self.summary(None, deadline).await;
-                    return ExitCode::SUCCESS;
+                    return (ExitCode::SUCCESS, None, deadline);
                 }
                 Err(e) => {
                     failures += 1;
@@ -274,8 +287,7 @@ impl LoopState<'_> {
                             log::debug!("exit/error not delivered: {e}");
                         }
                         let deadline = Instant::now() + DEFAULT_SHUTDOWN_BUDGET;
-                        self.summary(None, deadline).await;
-                        return ExitCode::FAILURE;
+                        return (ExitCode::FAILURE, None, deadline);
                     }
                     log::warn!("event/next failed ({e}); retrying");
                     tokio::time::sleep(Duration::from_millis(50 << failures)).await;
@@ -285,8 +297,8 @@ impl LoopState<'_> {
             match event {
                 NextEvent::Invoke(invoke) => self.on_invoke(invoke, flusher).await,
                 NextEvent::Shutdown(shutdown) => {
-                    self.on_shutdown(shutdown, flusher).await;
-                    return ExitCode::SUCCESS;
+                    let deadline = self.on_shutdown(&shutdown, flusher).await;
+                    return (ExitCode::SUCCESS, Some(shutdown.shutdown_reason), deadline);
                 }
                 NextEvent::Other(kind) => log::warn!("event {kind:?} is not known; skipped"),
             }
@@ -315,7 +327,12 @@ impl LoopState<'_> {
         bounded(deadline, flusher.after_invoke(ctx, &invoke, deadline)).await;
     }
 
-    async fn on_shutdown(&mut self, shutdown: ShutdownEvent, flusher: &mut impl Flusher) {
+    /// The final flush; returns the shutdown's deadline.
+    async fn on_shutdown(
+        &mut self,
+        shutdown: &ShutdownEvent,
+        flusher: &mut impl Flusher,
+    ) -> Instant {
         let deadline = deadline_instant(
             shutdown.deadline_ms,
             DEFAULT_SHUTDOWN_BUDGET,
@@ -331,8 +348,7 @@ impl LoopState<'_> {
         }
         let ctx = self.context();
         bounded(deadline, flusher.at_shutdown(ctx, deadline)).await;
-        self.summary(Some(shutdown.shutdown_reason.as_str()), deadline)
-            .await;
+        deadline
     }
 
     fn context(&self) -> FlushContext<'_> {

@@ -430,37 +430,41 @@ impl<S: Source> Flush<S> {
     ) {
         let t = shipper.take_delta();
         let c = &mut batch.counters;
-        let mut push = |counter: Counter| {
-            if counter.value > 0 {
-                c.push(counter);
-            }
-        };
-        push(Counter::new("loupe.flushes", u64::from(flush)));
-        push(Counter::new("loupe.export.points", t.points_sent));
-        push(Counter::new("loupe.export.events", t.events_sent));
-        push(Counter::new("loupe.export.bytes", t.bytes_raw).with("stage", "raw"));
-        push(Counter::new("loupe.export.bytes", t.bytes_sent).with("stage", "compressed"));
-        push(Counter::new("loupe.export.requests", t.requests));
-        push(Counter::new("loupe.export.retries", t.retries));
-        push(Counter::new("loupe.breaker.trips", t.breaker_trips));
+        let push = Counter::push_nonzero;
+        push(c, "loupe.flushes", u64::from(flush), &[]);
+        push(c, "loupe.export.points", t.points_sent, &[]);
+        push(c, "loupe.export.events", t.events_sent, &[]);
+        push(c, "loupe.export.bytes", t.bytes_raw, &[("stage", "raw")]);
+        push(
+            c,
+            "loupe.export.bytes",
+            t.bytes_sent,
+            &[("stage", "compressed")],
+        );
+        push(c, "loupe.export.requests", t.requests, &[]);
+        push(c, "loupe.export.retries", t.retries, &[]);
+        push(c, "loupe.breaker.trips", t.breaker_trips, &[]);
         for reason in DropReason::ALL {
+            let r = reason.as_str();
+            let points = t.points_dropped(reason);
             push(
-                Counter::new("loupe.export.dropped", t.points_dropped(reason))
-                    .with("reason", reason.as_str())
-                    .with("item", "point"),
+                c,
+                "loupe.export.dropped",
+                points,
+                &[("reason", r), ("item", "point")],
             );
+            let events = t.events_dropped(reason);
             push(
-                Counter::new("loupe.export.dropped", t.events_dropped(reason))
-                    .with("reason", reason.as_str())
-                    .with("item", "event"),
+                c,
+                "loupe.export.dropped",
+                events,
+                &[("reason", r), ("item", "event")],
             );
         }
         if let Some(cum) = &encoding.cumulative {
-            push(Counter::new(
-                "loupe.cumulative.evicted",
-                // Saturating: after a failed send task the cumulative state starts afresh.
-                cum.evicted().saturating_sub(self.evicted_seen),
-            ));
+            // Saturating: after a failed send task the cumulative state starts afresh.
+            let evicted = cum.evicted().saturating_sub(self.evicted_seen);
+            push(c, "loupe.cumulative.evicted", evicted, &[]);
             self.evicted_seen = cum.evicted();
         }
         let (now, seen) = (stats, &self.stats_seen);
@@ -494,22 +498,17 @@ impl<S: Source> Flush<S> {
             ),
         ];
         for (reason, n) in intake {
-            push(Counter::new("loupe.telemetry.skipped", n).with("reason", reason));
+            push(c, "loupe.telemetry.skipped", n, &[("reason", reason)]);
         }
+        let records = d(now.lambda_dropped_records, seen.lambda_dropped_records);
         push(
-            Counter::new(
-                "loupe.lambda.logs_dropped",
-                d(now.lambda_dropped_records, seen.lambda_dropped_records),
-            )
-            .with("unit", "records"),
+            c,
+            "loupe.lambda.logs_dropped",
+            records,
+            &[("unit", "records")],
         );
-        push(
-            Counter::new(
-                "loupe.lambda.logs_dropped",
-                d(now.lambda_dropped_bytes, seen.lambda_dropped_bytes),
-            )
-            .with("unit", "bytes"),
-        );
+        let bytes = d(now.lambda_dropped_bytes, seen.lambda_dropped_bytes);
+        push(c, "loupe.lambda.logs_dropped", bytes, &[("unit", "bytes")]);
         self.stats_seen = now.clone();
         if !self.latencies.is_empty() {
             batch.series.push(Series {

@@ -551,39 +551,55 @@ impl Pipeline {
 
     fn take_counters(&mut self, out: &mut Vec<Counter>) {
         let c = std::mem::take(&mut self.counts);
-        let mut add = |counter: Counter| {
-            if counter.value > 0 {
-                out.push(counter);
-            }
-        };
-        add(Counter::new("loupe.log.lines", c.lines));
-        add(Counter::new("loupe.log.bytes", c.bytes));
-        add(Counter::new("loupe.log.extension_lines", c.extension_lines));
-        add(Counter::new("loupe.emf.accepted", c.emf_accepted));
+        let reason = |r: &'static str| [("reason", r)];
+        Counter::push_nonzero(out, "loupe.log.lines", c.lines, &[]);
+        Counter::push_nonzero(out, "loupe.log.bytes", c.bytes, &[]);
+        Counter::push_nonzero(out, "loupe.log.extension_lines", c.extension_lines, &[]);
+        Counter::push_nonzero(out, "loupe.emf.accepted", c.emf_accepted, &[]);
         for (r, (&rejected, &warned)) in Reason::ALL.iter().zip(c.rejected.iter().zip(&c.warnings))
         {
-            add(Counter::new("loupe.emf.rejected", rejected).with("reason", r.as_str()));
-            add(Counter::new("loupe.emf.warnings", warned).with("reason", r.as_str()));
+            Counter::push_nonzero(out, "loupe.emf.rejected", rejected, &reason(r.as_str()));
+            Counter::push_nonzero(out, "loupe.emf.warnings", warned, &reason(r.as_str()));
         }
-        add(Counter::new("loupe.events.dropped", c.dropped_count).with("reason", "count"));
-        add(Counter::new("loupe.events.dropped", c.dropped_bytes).with("reason", "bytes"));
-        add(Counter::new("loupe.events.truncated", c.truncated));
-        add(Counter::new("loupe.spans.dropped", c.spans_dropped).with("reason", "count"));
+        Counter::push_nonzero(
+            out,
+            "loupe.events.dropped",
+            c.dropped_count,
+            &reason("count"),
+        );
+        Counter::push_nonzero(
+            out,
+            "loupe.events.dropped",
+            c.dropped_bytes,
+            &reason("bytes"),
+        );
+        Counter::push_nonzero(out, "loupe.events.truncated", c.truncated, &[]);
+        Counter::push_nonzero(
+            out,
+            "loupe.spans.dropped",
+            c.spans_dropped,
+            &reason("count"),
+        );
 
         let refused = self.aggregator.take_refused();
-        for (name, n) in refused.series_cap {
-            add(Counter::new("loupe.series.refused", n)
-                .with("reason", "series_cap")
-                .with("metric", name));
+        for (name, n) in &refused.series_cap {
+            Counter::push_nonzero(
+                out,
+                "loupe.series.refused",
+                *n,
+                &[("reason", "series_cap"), ("metric", name)],
+            );
         }
-        add(
-            Counter::new("loupe.series.refused", refused.series_cap_other)
-                .with("reason", "series_cap"),
-        );
-        add(Counter::new("loupe.series.refused", refused.key_budget).with("reason", "key_budget"));
-        add(
-            Counter::new("loupe.series.refused", refused.invalid_samples)
-                .with("reason", "invalid_samples"),
+        let cap = refused.series_cap_other;
+        Counter::push_nonzero(out, "loupe.series.refused", cap, &reason("series_cap"));
+        let budget = refused.key_budget;
+        Counter::push_nonzero(out, "loupe.series.refused", budget, &reason("key_budget"));
+        let invalid = refused.invalid_samples;
+        Counter::push_nonzero(
+            out,
+            "loupe.series.refused",
+            invalid,
+            &reason("invalid_samples"),
         );
     }
 }
@@ -1324,6 +1340,17 @@ mod tests {
         let b = p.drain(Drained::default());
         assert_eq!(b.series.len(), 1);
         assert_eq!(counter(&b, "loupe.series.refused", Some("series_cap")), 1);
+        let refused: Vec<_> = b
+            .counters
+            .iter()
+            .filter(|c| c.name == "loupe.series.refused")
+            .collect();
+        assert_eq!(refused.len(), 1, "zero counters are left out: {refused:?}");
+        let want = [
+            ("reason", "series_cap".to_string()),
+            ("metric", "B".to_string()),
+        ];
+        assert_eq!(refused[0].attributes, want);
         assert_eq!(b.events.len(), 2, "the refused line's event still goes");
     }
 

@@ -135,7 +135,7 @@ impl<'r, 'a> Root<'r, 'a> {
             index = (0..members.len()).collect();
             // Positions are < members.len(). A stable sort keeps duplicates in document order,
             // so the last occurrence of a key comes last.
-            index.sort_by(|&a, &b| members[a].0.cmp(&members[b].0));
+            sort_positions(&mut index, &|a, b| members[a].0.cmp(&members[b].0));
         }
         Root::Text { members, index }
     }
@@ -484,13 +484,21 @@ enum Repeats {
     Flags(Vec<bool>),
 }
 
+/// Sorts positions by `cmp`, stably. The parser's index sorts (large roots, many metric
+/// definitions, many dimension sets) share this one non-generic body: each closure type would
+/// otherwise build its own copy of the sort into the binary.
+#[inline(never)]
+fn sort_positions(order: &mut [usize], cmp: &dyn Fn(usize, usize) -> std::cmp::Ordering) {
+    order.sort_by(|&a, &b| cmp(a, b));
+}
+
 fn repeat_flags(defs: &[Definition]) -> Repeats {
     if defs.len() <= 16 {
         return Repeats::Scan;
     }
     let mut order: Vec<usize> = (0..defs.len()).collect();
     // Stable: equal names keep document order, so the first of each run is the original.
-    order.sort_by(|&a, &b| name(&defs[a]).cmp(name(&defs[b])));
+    sort_positions(&mut order, &|a, b| name(&defs[a]).cmp(name(&defs[b])));
     let mut flags = vec![false; defs.len()];
     for w in order.windows(2) {
         if name(&defs[w[0]]) == name(&defs[w[1]]) {
@@ -672,7 +680,7 @@ fn dedup_in_order(sets: &mut Vec<Dims>) {
         return;
     }
     let mut order: Vec<usize> = (0..sets.len()).collect();
-    order.sort_by(|&a, &b| sets[a].cmp(&sets[b]));
+    sort_positions(&mut order, &|a, b| sets[a].cmp(&sets[b]));
     let mut keep = vec![true; sets.len()];
     for w in order.windows(2) {
         if sets[w[0]] == sets[w[1]] {

@@ -67,19 +67,20 @@ fn point<'a>(name: &'a str, service: &'a str, samples: Samples) -> DataPoint<'a>
     }
 }
 
+/// 200 latency points alternating between two services, the i-th worth `value(i)`.
+fn latencies(value: impl Fn(usize) -> f64) -> Vec<DataPoint<'static>> {
+    (0..200)
+        .map(|i| {
+            let service = if i % 2 == 0 { "api" } else { "web" };
+            point("Latency", service, Samples::Values(vec![value(i)]))
+        })
+        .collect()
+}
+
 #[test]
 fn existing_series_take_points_without_allocating() {
     let mut agg = Aggregator::new(100);
-    let points: Vec<DataPoint<'_>> = (0..200)
-        .map(|i| {
-            let service = if i % 2 == 0 { "api" } else { "web" };
-            point(
-                "Latency",
-                service,
-                Samples::Values(vec![1.0 + i as f64 % 7.0]),
-            )
-        })
-        .collect();
+    let points = latencies(|i| 1.0 + i as f64 % 7.0);
     // Create both series and let their buckets reach the range the values cover.
     for p in &points {
         assert!(agg.add_point(p));
@@ -101,16 +102,7 @@ fn existing_series_take_points_without_allocating() {
 #[test]
 fn series_kept_across_a_drain_take_points_without_allocating() {
     let mut agg = Aggregator::new(100);
-    let points: Vec<DataPoint<'_>> = (0..200)
-        .map(|i| {
-            let service = if i % 2 == 0 { "api" } else { "web" };
-            point(
-                "Latency",
-                service,
-                Samples::Values(vec![1.0 + (i * 37 % 101) as f64]),
-            )
-        })
-        .collect();
+    let points = latencies(|i| 1.0 + (i * 37 % 101) as f64);
     for p in &points {
         assert!(agg.add_point(p));
     }

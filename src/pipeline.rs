@@ -1147,23 +1147,10 @@ mod tests {
             "message":{"text":"payment failed","user_id":"alice"}
         });
         p.line(json(record.clone(), None));
-        let failed = Invocation {
-            request_id: "r-err".into(),
-            start: true,
-            runtime_done: None,
-            report: Some(ReportInfo {
-                status: Some("error".into()),
-                error_type: Some("Runtime.HandlerError".into()),
-                duration_ms: Some(10.0),
-                billed_duration_ms: Some(10),
-                memory_size_mb: Some(128),
-                max_memory_used_mb: Some(60),
-                init_duration_ms: None,
-                restore_duration_ms: None,
-                spans: Vec::new(),
-            }),
-            ..Invocation::default()
-        };
+        let mut failed = timed("r-err", "error");
+        if let Some(r) = failed.report.as_mut() {
+            r.error_type = Some("Runtime.HandlerError".into());
+        }
         let b = p.drain(Drained {
             invocations: vec![failed],
             phases: Vec::new(),

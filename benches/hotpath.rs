@@ -221,6 +221,21 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The median over `samples` of the CPU time one call of `f` takes, each sample timing `rounds`
+/// calls.
+fn median_per_round(samples: usize, rounds: u32, mut f: impl FnMut()) -> Duration {
+    let times = (0..samples)
+        .map(|_| {
+            let start = cpu_time();
+            for _ in 0..rounds {
+                f();
+            }
+            (cpu_time() - start) / rounds
+        })
+        .collect();
+    median(times)
+}
+
 fn spread(v: &[Duration], items: usize) -> String {
     let rates: Vec<f64> = v
         .iter()
@@ -345,16 +360,10 @@ fn main() {
             size > 0 && size < proto.len(),
             "gzip -{level}: {size} bytes"
         );
-        let mut times = Vec::new();
-        for _ in 0..samples {
-            let start = cpu_time();
-            for _ in 0..encode_rounds {
-                let bytes = black_box(request(black_box(&series))).encode_to_vec();
-                black_box(gz.compress(&bytes));
-            }
-            times.push((cpu_time() - start) / encode_rounds);
-        }
-        let t = median(times);
+        let t = median_per_round(samples, encode_rounds, || {
+            let bytes = black_box(request(black_box(&series))).encode_to_vec();
+            black_box(gz.compress(&bytes));
+        });
         println!(
             "gzip{level}_bytes_per_1000_points: {}",
             size * 1000 / series.len()
@@ -384,20 +393,14 @@ fn main() {
         let mut gz = Gzip::new(level);
         let size = encode_events(&resource, &events, &mut raw, &mut gz);
         assert!(size > 0 && size < raw_total, "gzip -{level}: {size} bytes");
-        let mut times = Vec::new();
-        for _ in 0..samples {
-            let start = cpu_time();
-            for _ in 0..event_rounds {
-                black_box(encode_events(
-                    &resource,
-                    black_box(&events),
-                    &mut raw,
-                    &mut gz,
-                ));
-            }
-            times.push((cpu_time() - start) / event_rounds);
-        }
-        let t = median(times);
+        let t = median_per_round(samples, event_rounds, || {
+            black_box(encode_events(
+                &resource,
+                black_box(&events),
+                &mut raw,
+                &mut gz,
+            ));
+        });
         println!(
             "events_gzip{level}_bytes_per_1000_events: {}",
             size * 1000 / events.len()

@@ -203,18 +203,11 @@ fn the_official_python_bindings_decode_what_loupe_sends() {
 
     // Logs: the S3 writes carry their object keys and request ids; the failed invocation's error
     // event names its user.
-    let mut records: Vec<Value> = Vec::new();
-    for r in requests.iter().filter(|r| r["path"] == "/v1/logs") {
-        for rl in r["decoded"]["resource_logs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for sl in rl["scope_logs"].as_array().into_iter().flatten() {
-                records.extend(sl["log_records"].as_array().into_iter().flatten().cloned());
-            }
-        }
-    }
+    let records = items(
+        &requests,
+        "/v1/logs",
+        ["resource_logs", "scope_logs", "log_records"],
+    );
     let ids = run.request_ids();
     let keys: Vec<(String, String)> = records
         .iter()
@@ -248,18 +241,11 @@ fn the_official_python_bindings_decode_what_loupe_sends() {
 
     // Traces: one server span per invocation, named for the function, in the X-Ray trace the
     // platform gave it; the failed one has status ERROR and its user.
-    let mut servers: Vec<Value> = Vec::new();
-    for r in requests.iter().filter(|r| r["path"] == "/v1/traces") {
-        for rs in r["decoded"]["resource_spans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for ss in rs["scope_spans"].as_array().into_iter().flatten() {
-                servers.extend(ss["spans"].as_array().into_iter().flatten().cloned());
-            }
-        }
-    }
+    let servers = items(
+        &requests,
+        "/v1/traces",
+        ["resource_spans", "scope_spans", "spans"],
+    );
     assert_eq!(servers.len(), 4, "one span per invocation: {requests:#?}");
     assert!(
         servers.iter().all(|s| s["kind"] == "SPAN_KIND_SERVER"),
@@ -293,4 +279,17 @@ fn the_official_python_bindings_decode_what_loupe_sends() {
         Some(&Value::from("u3"))
     );
     assert!(servers[0]["status"].get("code").is_none(), "{}", servers[0]);
+}
+
+/// Every item of the decoded requests sent to `path`, through the three levels OTLP nests them
+/// in (resource, scope, item), in request order.
+fn items(requests: &[Value], path: &str, [resource, scope, item]: [&str; 3]) -> Vec<Value> {
+    let list = |v: &Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
+    requests
+        .iter()
+        .filter(|r| r["path"] == path)
+        .flat_map(|r| list(&r["decoded"], resource))
+        .flat_map(|rs| list(&rs, scope))
+        .flat_map(|ss| list(&ss, item))
+        .collect()
 }
